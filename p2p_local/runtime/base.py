@@ -1,0 +1,65 @@
+"""The contract every chat backend meets.
+
+Owns the message and generation-settings types and the :class:`ChatBackend` protocol. The
+profile summarizer, the baselines and the chat shell depend on this protocol only, never on a
+concrete backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+from p2p_local.errors import ConfigError
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode.
+
+    max_tokens:  upper bound on new tokens (1..8192).
+    temperature: 0 means greedy; otherwise sampling temperature.
+    top_p:       nucleus sampling mass (used only when temperature > 0).
+    seed:        sampling seed, for repeatable sampled output.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_tokens <= 8192:
+            raise ConfigError(f"max_tokens must be in 1..8192, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ConfigError(f"temperature must be in 0..5, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class ChatBackend(Protocol):
+    """A loaded base model that can chat, with an optional LoRA adapter applied."""
+
+    name: str
+
+    def chat(self, messages: list[Message], settings: GenerationSettings) -> str:
+        """The assistant's full reply."""
+        ...
+
+    def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
+        """The assistant's reply, piece by piece."""
+        ...
+
+    def n_ctx(self) -> int:
+        """Context window in tokens."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` under this model's tokenizer."""
+        ...

@@ -23,8 +23,14 @@ install: $(PY)
 install-test: $(PY)
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install --quiet -c constraints.txt -e '.[test]'
 
+DEMO_ENV := P2P_LOCAL_HOME=$(DEMO_HOME) P2P_LOCAL_PASSPHRASE=$(DEMO_PASSPHRASE)
+
 demo: install
-	P2P_LOCAL_HOME=$(DEMO_HOME) P2P_LOCAL_PASSPHRASE=$(DEMO_PASSPHRASE) $(PY) -m p2p_local.demo
+	$(DEMO_ENV) $(CLI) models fetch
+	$(DEMO_ENV) $(CLI) users | grep -qx demo || $(DEMO_ENV) $(CLI) init --user demo
+	$(DEMO_ENV) $(CLI) ingest --user demo p2p_local/data/sample_history.jsonl
+	$(DEMO_ENV) $(CLI) history count --user demo
+	$(DEMO_ENV) $(CLI) chat --user demo --max-tokens 64 --once "In one sentence, what is the capital of France?"
 
 test: install-test
 	$(VENV)/bin/ruff check p2p_local cli tests benchmarks

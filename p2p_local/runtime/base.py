@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
-from p2p_local.errors import ConfigError
+from p2p_local.errors import ConfigError, InputError
 
 
 class Message(TypedDict):
@@ -63,3 +63,18 @@ class ChatBackend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under this model's tokenizer."""
         ...
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages: list[Message]) -> None:
+    """Raise :class:`InputError` unless ``messages`` is a non-empty list of role/content dicts."""
+    if not messages:
+        raise InputError("no messages: give at least one user message")
+    for i, m in enumerate(messages):
+        if (not isinstance(m, dict) or m.get("role") not in ROLES
+                or not isinstance(m.get("content"), str)):
+            raise InputError(
+                f"message {i} must be {{'role': one of {ROLES}, 'content': str}}, got {m!r}"
+            )

@@ -7,10 +7,11 @@ content hash (used for de-duplication). Does not own parsing (``ingest.py``) or 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from p2p_local.errors import InputError
@@ -58,7 +59,20 @@ class HistoryItem:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the empty optional fields left out."""
-        out = {k: v for k, v in asdict(self).items() if v not in (None, {})}
+        out = self._fields_dict()
+        if "meta" in out:
+            out["meta"] = copy.deepcopy(out["meta"])
+        return out
+
+    def _fields_dict(self) -> dict[str, Any]:
+        # The set fields (meta only when non-empty), without ``asdict``'s deep copy: hot path.
+        out: dict[str, Any] = {"text": self.text, "kind": self.kind}
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.meta:
+            out["meta"] = self.meta
         return out
 
     @classmethod
@@ -68,13 +82,17 @@ class HistoryItem:
 
     def canonical_json(self) -> bytes:
         """Stable bytes for hashing and storage (sorted keys, no whitespace)."""
-        return json.dumps(
-            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return _CANONICAL.encode(self._fields_dict()).encode("utf-8")
 
     def content_hash(self) -> str:
         """Hex sha256 of the canonical JSON: the de-duplication key."""
         return hashlib.sha256(self.canonical_json()).hexdigest()
+
+
+_OPTIONAL_FIELDS = tuple(
+    f.name for f in fields(HistoryItem) if f.name not in ("text", "kind", "meta")
+)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)

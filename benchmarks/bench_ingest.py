@@ -1,0 +1,131 @@
+"""Ingest throughput and peak memory: JSONL items of ~300 bytes into a fresh vault.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--sizes 100000 1000000]
+
+Each size runs in its own subprocess (so peak RSS is that run's own), which creates a vault
+(KDF time excluded), then times ``Personalizer.ingest_file`` alone. Writes
+``benchmarks/results/ingest.json``: items/s at every size and peak RSS, whose flatness from
+the smallest to the largest file shows that memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+TARGET_ITEMS_PER_S = 20_000
+WORDS = (
+    "bread rye starter crumb crust oven proof flour water salt ride coast harbour lighthouse "
+    "headwind chain tyre book chapter film review quiet rain kitchen coffee neighbour jam"
+).split()
+
+
+def make_file(path: Path, n: int, seed: int = 0) -> int:
+    """``n`` JSONL items of ~300 bytes (text, pairs and ratings); returns the file size."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            words = " ".join(rng.choice(WORDS) for _ in range(36))
+            kind = i % 3
+            if kind == 0:
+                obj = {"text": f"{i} {words}", "time": "2025-01-01T00:00:00Z"}
+            elif kind == 1:
+                obj = {"input": f"question {i}: {words[:90]}", "output": words[90:]}
+            else:
+                obj = {"text": f"review {i} {words}", "score": rng.randint(1, 5), "label": "book"}
+            fh.write(json.dumps(obj) + "\n")
+    return path.stat().st_size
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(path: Path, home: Path) -> dict[str, float]:
+    os.environ["P2P_LOCAL_HOME"] = str(home)
+    from p2p_local.api import Personalizer
+
+    p = Personalizer.create("bench", "benchmark passphrase")
+    before = rss_mib()
+    start = time.perf_counter()
+    report = p.ingest_file(path)
+    seconds = time.perf_counter() - start
+    count = p.count()
+    p.close()
+    assert report.added == count and report.rejected == 0, report
+    return {
+        "items": count,
+        "seconds": round(seconds, 3),
+        "items_per_s": round(count / seconds),
+        "mb_per_s": round(path.stat().st_size / seconds / 1e6, 2),
+        "rss_before_ingest_mib": round(before, 1),
+        "peak_rss_mib": round(rss_mib(), 1),
+        "vault_bytes": sum(f.stat().st_size for f in (home / "users" / "bench").iterdir()),
+    }
+
+
+def run_size(n: int, workdir: Path) -> dict[str, float]:
+    path = workdir / f"items-{n}.jsonl"
+    size = make_file(path, n)
+    home = workdir / f"home-{n}"
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), str(home)],
+        check=True, capture_output=True, text=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["file_bytes"] = size
+    result["bytes_per_item"] = round(size / n)
+    path.unlink()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--child", nargs=2, metavar=("FILE", "HOME"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(Path(args.child[0]), Path(args.child[1]))))
+        return
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        for n in args.sizes:
+            runs[str(n)] = run_size(n, Path(tmp))
+            print(f"{n:>9} items: {runs[str(n)]}", flush=True)
+    sizes = sorted(args.sizes)
+    smallest, largest = runs[str(sizes[0])], runs[str(sizes[-1])]
+    through = runs.get("100000", largest)
+    result = {
+        "command": "python benchmarks/bench_ingest.py --sizes " + " ".join(map(str, sizes)),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "target_items_per_s": TARGET_ITEMS_PER_S,
+        "throughput_items_per_s": through["items_per_s"],
+        "meets_target": through["items_per_s"] >= TARGET_ITEMS_PER_S,
+        "peak_rss_mib_smallest": smallest["peak_rss_mib"],
+        "peak_rss_mib_largest": largest["peak_rss_mib"],
+        "peak_rss_ratio_largest_to_smallest": round(
+            largest["peak_rss_mib"] / smallest["peak_rss_mib"], 3
+        ),
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

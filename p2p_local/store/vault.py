@@ -1,0 +1,943 @@
+"""The encrypted per-user vault: history items and derived blobs at rest.
+
+Owns the on-disk format of one user's vault directory and every read and write of it:
+
+- ``vault.key``: JSON key file. A random 32-byte data key (DEK) wrapped (AES-256-GCM) under
+  each key slot: passphrase (Argon2id or scrypt), recovery code, optional OS keychain. The file
+  carries an HMAC under a DEK subkey, so no slot can be altered unnoticed. Replaced atomically.
+- ``vault.db``: sqlite3 (WAL, synchronous=FULL, secure_delete=ON). Each history item is one
+  AES-256-GCM row whose associated data binds the store id, the schema version, the row index
+  and its keyed dedupe hash; a seal (item count + a hash chain of the rows' GCM tags, under an
+  HMAC) detects deleted, truncated, reordered or foreign rows. Derived data (summaries,
+  embeddings, adapters) lives in encrypted named blobs.
+- ``vault.lock``: an ``fcntl`` lock that serializes writers across processes.
+
+Does not own parsing of input files (``ingest.py``) or the export stream format (``sealed.py``).
+Known limit: restoring an older copy of the whole directory (rollback) cannot be detected from
+inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2p_local.errors import (
+    AuthenticationError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    KeychainUnavailableError,
+    VaultError,
+    VaultExistsError,
+    VaultLockedError,
+    VaultNotFoundError,
+)
+from p2p_local.store import _crypto as C
+from p2p_local.store.records import HistoryItem, StoredItem
+
+SCHEMA_VERSION = 1
+KEYFILE_NAME = "vault.key"
+DB_NAME = "vault.db"
+LOCK_NAME = "vault.lock"
+KEYFILE_FORMAT = "p2p-local-vault-key"
+DB_FORMAT = "p2p-local-vault-db"
+MAX_KEYFILE_BYTES = 64 * 1024
+MIN_PASSPHRASE_CHARS = 8
+_BATCH = 1000  # rows per executemany
+_PAGE = 512  # rows per read query
+_SEAL_BYTES = 8 + 32 + 32  # count, chain head, HMAC
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What one ``add`` did: new items stored and items already present (same content)."""
+
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class CreatedVault:
+    """A freshly created, open vault and its recovery code (shown to the user once)."""
+
+    vault: Vault
+    recovery_code: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """A full check: every row and blob decrypted and the seal recomputed."""
+
+    items: int
+    blobs: int
+
+
+@dataclass(frozen=True)
+class VaultStats:
+    """Counts a person can look at; computed by decrypting every row in memory."""
+
+    items: int
+    kinds: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    blobs: int = 0
+    disk_bytes: int = 0
+
+
+# --- small file helpers -------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (0600) via temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(f".{path.name}.{C.random_bytes(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``vault.lock``, polled until a timeout."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    @contextlib.contextmanager
+    def held(self, timeout: float) -> Iterator[None]:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise VaultLockedError(
+                            f"the vault in {self._path.parent} is busy: another p2p-local process "
+                            f"is writing to it (waited {timeout:g} s); wait for it to finish and "
+                            "try again"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def _db_errors(directory: Path) -> Iterator[None]:
+    """Turn sqlite errors into vault errors with a next step."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise VaultLockedError(
+                f"the vault database in {directory} is busy ({text}): try again in a moment"
+            ) from None
+        if "disk is full" in text or "I/O" in text:
+            raise VaultError(
+                f"cannot write the vault in {directory} ({text}): free some disk space"
+            ) from None
+        raise IntegrityError(
+            f"the vault database in {directory} is damaged ({text}): restore the directory "
+            "from a backup"
+        ) from None
+
+
+# --- key file -------------------------------------------------------------------------------
+
+
+def _slot_aad(store_id: bytes, slot: dict[str, Any]) -> bytes:
+    bound = {k: v for k, v in slot.items() if k != "wrapped"}
+    return b"p2p-local/slot\0" + store_id + SCHEMA_VERSION.to_bytes(2, "big") + _canonical(bound)
+
+
+def _wrap_slot(store_id: bytes, dek: bytes, kek: bytes, slot: dict[str, Any]) -> dict[str, Any]:
+    slot = dict(slot)
+    slot["wrapped"] = C.b64e(C.Aead(kek).seal(dek, _slot_aad(store_id, slot)))
+    return slot
+
+
+def _passphrase_slot(store_id: bytes, dek: bytes, passphrase: str, kdf: KdfParams) -> dict:
+    salt = C.random_bytes(C.SALT_BYTES)
+    kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
+    slot = {"type": "passphrase", "kdf": kdf.to_json(), "salt": C.b64e(salt)}
+    return _wrap_slot(store_id, dek, kek, slot)
+
+
+def _recovery_kek(code: bytes, salt: bytes) -> bytes:
+    # 160 random bits need no slow KDF.
+    return C.hkdf(code, b"p2p-local/recovery/v1", salt=salt)
+
+
+def _recovery_slot(store_id: bytes, dek: bytes) -> tuple[dict[str, Any], str]:
+    code = C.new_recovery_code()
+    salt = C.random_bytes(C.SALT_BYTES)
+    kek = _recovery_kek(C.normalize_recovery_code(code), salt)
+    return _wrap_slot(store_id, dek, kek, {"type": "recovery", "salt": C.b64e(salt)}), code
+
+
+def _keychain_slot(store_id: bytes, dek: bytes) -> dict[str, Any]:
+    kek = C.random_bytes(C.KEY_BYTES)
+    account = f"vault-{store_id.hex()}"
+    C.keychain_set(account, C.b64e(kek))
+    return _wrap_slot(store_id, dek, kek, {"type": "keychain", "account": account})
+
+
+def _validate_passphrase(passphrase: str) -> None:
+    if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise InputError(
+            f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters: choose a "
+            "longer one"
+        )
+
+
+KdfParams = C.KdfParams
+
+
+class Vault:
+    """One user's encrypted vault. Open with :meth:`open`, make one with :meth:`create`.
+
+    Thread-safe within a process (one internal lock); writers in different processes are
+    serialized by the ``vault.lock`` file lock (``VaultLockedError`` after ``lock_timeout``).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        store_id: bytes,
+        dek: bytes,
+        keyfile: dict[str, Any],
+        *,
+        lock_timeout: float,
+    ) -> None:
+        self._dir = directory
+        self._store_id = store_id
+        self._dek = dek
+        self._keyfile = keyfile
+        self._lock_timeout = lock_timeout
+        self._lock = _WriterLock(directory / LOCK_NAME)
+        self._mutex = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+        def sub(purpose: str) -> bytes:
+            return C.hkdf(dek, b"p2p-local/v1/" + purpose.encode(), salt=store_id)
+
+        self._rows = C.Aead(sub("rows"))
+        self._blobs = C.Aead(sub("blobs"))
+        self._k_dedupe = sub("dedupe")
+        self._k_seal = sub("seal")
+        self._k_header = sub("header")
+        self._k_keyfile = sub("keyfile")
+        self._k_blobname = sub("blob-names")
+        self._k_digest = sub("digest")
+        schema = SCHEMA_VERSION.to_bytes(2, "big")
+        self._row_aad = b"p2p-local/row\0" + store_id + schema
+        self._blob_aad = b"p2p-local/blob\0" + store_id + schema
+        self._chain0 = C.sha256(b"p2p-local/chain/v1\0" + store_id)
+
+    # --- construction ------------------------------------------------------------------
+
+    @staticmethod
+    def exists(directory: Path | str) -> bool:
+        return (Path(directory) / KEYFILE_NAME).is_file()
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path | str,
+        passphrase: str,
+        *,
+        kdf: KdfParams | None = None,
+        use_keychain: bool = False,
+        lock_timeout: float = 30.0,
+    ) -> CreatedVault:
+        """Create a new vault in ``directory``; the recovery code is returned once."""
+        directory = Path(directory)
+        _validate_passphrase(passphrase)
+        kdf = kdf or KdfParams.default()
+        if cls.exists(directory):
+            raise VaultExistsError(
+                f"a vault already exists in {directory}: open it, or remove it with "
+                "`p2p-local forget`"
+            )
+        if use_keychain:
+            C.keychain_backend()  # fail before anything is written
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+        store_id = C.random_bytes(16)
+        dek = C.random_bytes(C.KEY_BYTES)
+        with _WriterLock(directory / LOCK_NAME).held(lock_timeout):
+            if cls.exists(directory):
+                raise VaultExistsError(
+                    f"a vault was just created in {directory} by another process"
+                )
+            for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+                with contextlib.suppress(FileNotFoundError):  # leftovers of a crashed create
+                    (directory / name).unlink()
+            slots = [_passphrase_slot(store_id, dek, passphrase, kdf)]
+            recovery, code = _recovery_slot(store_id, dek)
+            slots.append(recovery)
+            if use_keychain:
+                slots.append(_keychain_slot(store_id, dek))
+            keyfile = {
+                "format": KEYFILE_FORMAT,
+                "schema": SCHEMA_VERSION,
+                "store_id": store_id.hex(),
+                "slots": slots,
+            }
+            vault = cls(directory, store_id, dek, keyfile, lock_timeout=lock_timeout)
+            vault._init_db()
+            vault._write_keyfile()  # last: a crash before here leaves no vault
+        vault._connect()
+        return CreatedVault(vault=vault, recovery_code=code)
+
+    @classmethod
+    def open(
+        cls,
+        directory: Path | str,
+        *,
+        passphrase: str | None = None,
+        recovery_code: str | None = None,
+        use_keychain: bool = False,
+        lock_timeout: float = 30.0,
+    ) -> Vault:
+        """Open with exactly one of: ``passphrase``, ``recovery_code``, ``use_keychain``."""
+        directory = Path(directory)
+        if sum((passphrase is not None, recovery_code is not None, bool(use_keychain))) != 1:
+            raise InputError(
+                "open a vault with exactly one of: passphrase, recovery code, keychain"
+            )
+        keyfile = cls._read_keyfile(directory)
+        store_id = bytes.fromhex(keyfile["store_id"])
+        if passphrase is not None:
+            dek = cls._unwrap_passphrase(directory, keyfile, store_id, passphrase)
+        elif recovery_code is not None:
+            dek = cls._unwrap_recovery(directory, keyfile, store_id, recovery_code)
+        else:
+            dek = cls._unwrap_keychain(directory, keyfile, store_id)
+        vault = cls(directory, store_id, dek, keyfile, lock_timeout=lock_timeout)
+        body = {k: v for k, v in keyfile.items() if k != "mac"}
+        try:
+            tag = C.b64d(keyfile.get("mac"), size=32)
+        except ValueError:
+            tag = b""
+        if not C.mac_ok(vault._k_keyfile, _canonical(body), tag):
+            raise IntegrityError(
+                f"the key file {directory / KEYFILE_NAME} was modified: restore it from a backup"
+            )
+        if not (directory / DB_NAME).is_file():
+            raise IntegrityError(
+                f"the vault database {directory / DB_NAME} is missing: restore it from a backup"
+            )
+        vault._connect()
+        try:
+            vault._check_header()
+            vault._verify_chain()
+        except BaseException:
+            vault.close()
+            raise
+        return vault
+
+    @staticmethod
+    def _read_keyfile(directory: Path) -> dict[str, Any]:
+        path = directory / KEYFILE_NAME
+        if not path.is_file():
+            raise VaultNotFoundError(f"no vault in {directory}: create one with `p2p-local init`")
+        damaged = f"the key file {path} is damaged"
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_KEYFILE_BYTES + 1)
+            if len(raw) > MAX_KEYFILE_BYTES:
+                raise ValueError("too large")
+            data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict) or data.get("format") != KEYFILE_FORMAT:
+                raise ValueError("not a p2p-local key file")
+            if data.get("schema") != SCHEMA_VERSION:
+                raise ValueError(f"unknown schema {data.get('schema')!r}")
+            if (
+                not isinstance(data.get("store_id"), str)
+                or len(bytes.fromhex(data["store_id"])) != 16
+            ):
+                raise ValueError("bad store id")
+            slots = data.get("slots")
+            if not isinstance(slots, list) or not all(isinstance(s, dict) for s in slots):
+                raise ValueError("bad slots")
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise IntegrityError(f"{damaged} ({exc}): restore it from a backup") from None
+        return data
+
+    @staticmethod
+    def _slot(keyfile: dict[str, Any], kind: str) -> dict[str, Any] | None:
+        return next((s for s in keyfile["slots"] if s.get("type") == kind), None)
+
+    @classmethod
+    def _unwrap(
+        cls, directory: Path, store_id: bytes, slot: dict[str, Any], kek: bytes, what: str
+    ) -> bytes:
+        try:
+            wrapped = C.b64d(slot.get("wrapped"))
+        except ValueError:
+            wrapped = b""
+        dek = C.Aead(kek).open(wrapped, _slot_aad(store_id, slot), what=what)
+        if len(dek) != C.KEY_BYTES:
+            raise IntegrityError(f"the key file {directory / KEYFILE_NAME} is damaged")
+        return dek
+
+    @classmethod
+    def _unwrap_passphrase(
+        cls, directory: Path, keyfile: dict[str, Any], store_id: bytes, passphrase: str
+    ) -> bytes:
+        slot = cls._slot(keyfile, "passphrase")
+        keypath = directory / KEYFILE_NAME
+        if slot is None:
+            raise IntegrityError(f"the key file {keypath} has no passphrase slot")
+        try:
+            kdf = KdfParams.from_json(slot.get("kdf"))
+            salt = C.b64d(slot.get("salt"), size=C.SALT_BYTES)
+        except (ConfigError, ValueError) as exc:
+            raise IntegrityError(
+                f"the key file {keypath} asks for key-derivation settings this library refuses "
+                f"({exc}); it is damaged or was tampered with: restore it from a backup"
+            ) from None
+        kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
+        try:
+            return cls._unwrap(directory, store_id, slot, kek, "passphrase")
+        except AuthenticationError:
+            raise AuthenticationError(
+                f"wrong passphrase for the vault in {directory}: try again, or open it with "
+                "your recovery code"
+            ) from None
+
+    @classmethod
+    def _unwrap_recovery(
+        cls, directory: Path, keyfile: dict[str, Any], store_id: bytes, code: str
+    ) -> bytes:
+        slot = cls._slot(keyfile, "recovery")
+        if slot is None:
+            raise IntegrityError(f"the key file {directory / KEYFILE_NAME} has no recovery slot")
+        raw = C.normalize_recovery_code(code)
+        try:
+            salt = C.b64d(slot.get("salt"), size=C.SALT_BYTES)
+        except ValueError:
+            salt = b""
+        try:
+            return cls._unwrap(directory, store_id, slot, _recovery_kek(raw, salt), "recovery")
+        except AuthenticationError:
+            raise AuthenticationError(
+                f"wrong recovery code for the vault in {directory}: check it letter by letter"
+            ) from None
+
+    @classmethod
+    def _unwrap_keychain(cls, directory: Path, keyfile: dict[str, Any], store_id: bytes) -> bytes:
+        slot = cls._slot(keyfile, "keychain")
+        if slot is None:
+            raise KeychainUnavailableError(
+                f"the vault in {directory} has no keychain slot: open it with the passphrase"
+            )
+        secret = C.keychain_get(str(slot.get("account")))
+        if secret is None:
+            raise KeychainUnavailableError(
+                f"the OS keychain has no key for the vault in {directory}: open it with the "
+                "passphrase"
+            )
+        try:
+            kek = C.b64d(secret, size=C.KEY_BYTES)
+        except ValueError:
+            kek = b"\0" * C.KEY_BYTES
+        return cls._unwrap(directory, store_id, slot, kek, "the keychain key")
+
+    def _write_keyfile(self) -> None:
+        body = {k: v for k, v in self._keyfile.items() if k != "mac"}
+        body["mac"] = C.b64e(C.mac(self._k_keyfile, _canonical(body)))
+        _atomic_write(self._dir / KEYFILE_NAME, json.dumps(body, indent=1).encode("utf-8"))
+        self._keyfile = body
+
+    # --- database --------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        db = self._dir / DB_NAME
+        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)  # sqlite gives -wal/-shm the same mode
+        os.close(fd)
+        for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", KEYFILE_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self._dir / name, 0o600)
+        with _db_errors(self._dir):
+            conn = sqlite3.connect(
+                db, isolation_level=None, check_same_thread=False, timeout=self._lock_timeout
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA secure_delete=ON")
+                conn.execute("PRAGMA temp_store=MEMORY")
+                conn.execute("PRAGMA cell_size_check=ON")
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
+
+    def _init_db(self) -> None:
+        self._connect()
+        header = _canonical(
+            {"format": DB_FORMAT, "schema": SCHEMA_VERSION, "store_id": self._store_id.hex()}
+        )
+        with _db_errors(self._dir):
+            c = self._db
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            c.execute(
+                "CREATE TABLE items (row INTEGER PRIMARY KEY, dkey BLOB NOT NULL UNIQUE, "
+                "blob BLOB NOT NULL)"
+            )
+            c.execute(
+                "CREATE TABLE blobs (nkey BLOB PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID"
+            )
+            c.execute("INSERT INTO meta VALUES ('header', ?)", (header,))
+            c.execute("INSERT INTO meta VALUES ('header_mac', ?)", (C.mac(self._k_header, header),))
+            self._write_seal(0, self._chain0)
+            c.execute("COMMIT")
+        self.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise VaultError("the vault is closed: open it again")
+        return self._conn
+
+    def _meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row is not None and isinstance(row[0], bytes) else None
+
+    def _check_header(self) -> None:
+        with self._mutex, _db_errors(self._dir):
+            header = self._meta("header")
+            tag = self._meta("header_mac")
+        if header is None or tag is None or not C.mac_ok(self._k_header, header, tag):
+            raise IntegrityError(
+                f"the vault database in {self._dir} does not belong to this key file (its "
+                "header failed authentication): restore the directory from a backup"
+            )
+        try:
+            data = json.loads(header)
+        except ValueError:
+            data = {}
+        if data.get("store_id") != self._store_id.hex() or data.get("schema") != SCHEMA_VERSION:
+            raise IntegrityError(f"the vault database in {self._dir} has a foreign header")
+
+    def _seal_payload(self, count: int, chain: bytes) -> bytes:
+        return count.to_bytes(8, "big") + chain
+
+    def _write_seal(self, count: int, chain: bytes) -> None:
+        payload = self._seal_payload(count, chain)
+        tag = C.mac(self._k_seal, b"seal\0" + self._store_id + payload)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('seal', ?)", (payload + tag,))
+
+    def _read_seal(self) -> tuple[int, bytes]:
+        value = self._meta("seal")
+        if (
+            value is None
+            or len(value) != _SEAL_BYTES
+            or not C.mac_ok(self._k_seal, b"seal\0" + self._store_id + value[:40], value[40:])
+        ):
+            raise IntegrityError(
+                f"the seal of the vault in {self._dir} failed authentication: restore the "
+                "directory from a backup"
+            )
+        return int.from_bytes(value[:8], "big"), value[8:40]
+
+    def _seal_broken(self) -> IntegrityError:
+        return IntegrityError(
+            f"the vault in {self._dir} does not match its seal (rows deleted, truncated, "
+            "reordered or copied from another vault): restore the directory from a backup"
+        )
+
+    def _verify_chain(self) -> int:
+        """Recompute the hash chain of row tags against the seal; returns the count."""
+        with self._mutex, _db_errors(self._dir):
+            count, chain = self._read_seal()
+            expect = 0
+            h = self._chain0
+            cur = self._db.execute("SELECT row, substr(blob, -16, 16) FROM items ORDER BY row")
+            for row, tag in cur:
+                if row != expect or not isinstance(tag, bytes):
+                    raise self._seal_broken()
+                h = C.sha256(h + tag)
+                expect += 1
+        if expect != count or h != chain:
+            raise self._seal_broken()
+        return count
+
+    # --- writing -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[VaultWriter]:
+        """One write transaction under the writer lock: everything added commits or nothing."""
+        with self._mutex, self._lock.held(self._lock_timeout):
+            conn = self._db
+            with _db_errors(self._dir):
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                with _db_errors(self._dir):
+                    count, chain = self._read_seal()
+                    (nxt,) = conn.execute("SELECT coalesce(max(row) + 1, 0) FROM items").fetchone()
+                if nxt != count:
+                    raise self._seal_broken()
+                w = VaultWriter(self, count, chain)
+                yield w
+                w._done = True
+                with _db_errors(self._dir):
+                    if w.count != count:
+                        self._write_seal(w.count, w.chain)
+                    conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def add(self, items: Iterable[HistoryItem]) -> AddResult:
+        """Store the items not yet present (content-hash dedupe), in one transaction."""
+        with self.writer() as w:
+            return w.add(items)
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Store encrypted derived data under ``name`` (replacing any previous value)."""
+        nkey = self._blob_key(name)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InputError(f"blob {name!r} must be bytes, got {type(data).__name__}")
+        blob = self._blobs.seal(bytes(data), self._blob_aad + nkey)
+        with self._mutex, self._lock.held(self._lock_timeout), _db_errors(self._dir):
+            self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (nkey, blob))
+
+    def get_blob(self, name: str) -> bytes | None:
+        nkey = self._blob_key(name)
+        with self._mutex, _db_errors(self._dir):
+            row = self._db.execute("SELECT blob FROM blobs WHERE nkey = ?", (nkey,)).fetchone()
+        if row is None:
+            return None
+        return self._blobs.open(row[0], self._blob_aad + nkey, what=f"vault blob {name!r}")
+
+    def delete_blob(self, name: str) -> bool:
+        """Remove a blob; True when there was one."""
+        nkey = self._blob_key(name)
+        with self._mutex, self._lock.held(self._lock_timeout), _db_errors(self._dir):
+            cur = self._db.execute("DELETE FROM blobs WHERE nkey = ?", (nkey,))
+            return cur.rowcount > 0
+
+    def _blob_key(self, name: str) -> bytes:
+        if not isinstance(name, str) or not name or len(name) > 512:
+            raise InputError(f"blob name must be a non-empty string of <= 512 chars, got {name!r}")
+        return C.mac(self._k_blobname, name.encode("utf-8"))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """How many items the vault holds (from the authenticated seal)."""
+        with self._mutex, _db_errors(self._dir):
+            count, _ = self._read_seal()
+            (nxt,) = self._db.execute("SELECT coalesce(max(row) + 1, 0) FROM items").fetchone()
+        if nxt != count:
+            raise self._seal_broken()
+        return count
+
+    def iter_items(self) -> Iterator[StoredItem]:
+        """Every item in insertion order, each authenticated; the seal is checked at the end."""
+        with self._mutex, _db_errors(self._dir):
+            count, chain = self._read_seal()
+        h = self._chain0
+        row = 0
+        while row < count:
+            with self._mutex, _db_errors(self._dir):
+                page = self._db.execute(
+                    "SELECT row, dkey, blob FROM items WHERE row >= ? AND row < ? ORDER BY row "
+                    "LIMIT ?",
+                    (row, count, _PAGE),
+                ).fetchall()
+            if not page:
+                raise self._seal_broken()
+            for r, dkey, blob in page:
+                if r != row:
+                    raise self._seal_broken()
+                stored = self._decrypt_row(r, dkey, blob)
+                h = C.sha256(h + blob[-C.TAG_BYTES :])
+                row += 1
+                yield stored
+        if h != chain:
+            raise self._seal_broken()
+
+    def _decrypt_row(self, row: int, dkey: object, blob: object) -> StoredItem:
+        if not isinstance(dkey, bytes) or not isinstance(blob, bytes):
+            raise IntegrityError(f"row {row} of the vault in {self._dir} is damaged")
+        what = f"row {row} of the vault in {self._dir}"
+        pt = self._rows.open(blob, self._row_aad + row.to_bytes(8, "big") + dkey, what=what)
+        digest = C.sha256(pt)
+        try:
+            item = HistoryItem.from_dict(json.loads(pt))
+        except (ValueError, TypeError) as exc:  # authentic but unreadable: a format bug
+            raise IntegrityError(f"{what} cannot be decoded ({exc})") from None
+        return StoredItem(row=row, digest=digest.hex(), item=item)
+
+    def get(self, id_prefix: str) -> StoredItem:
+        """The item whose id (content hash hex) starts with ``id_prefix`` (>= 4 hex digits)."""
+        prefix = (id_prefix or "").strip().lower()
+        if len(prefix) < 4 or any(ch not in "0123456789abcdef" for ch in prefix):
+            raise InputError(
+                f"item id {id_prefix!r} must be at least 4 hex digits: copy it from "
+                "`p2p-local history list`"
+            )
+        found: list[StoredItem] = []
+        for stored in self.iter_items():
+            if stored.digest.startswith(prefix):
+                found.append(stored)
+        if not found:
+            raise InputError(f"no history item has an id starting with {prefix!r}")
+        if len(found) > 1:
+            raise InputError(
+                f"{len(found)} history items have ids starting with {prefix!r}: give more digits"
+            )
+        return found[0]
+
+    def history_digest(self) -> str:
+        """A keyed digest that changes whenever the set of items changes (an O(1) read).
+
+        Items are only ever appended, so the seal's count and chain head identify the set.
+        """
+        with self._mutex, _db_errors(self._dir):
+            count, chain = self._read_seal()
+        return C.mac(self._k_digest, self._seal_payload(count, chain)).hex()
+
+    def verify(self) -> VerifyReport:
+        """Decrypt every row and blob and recompute the seal; raise on any mismatch."""
+        self._check_header()
+        n = 0
+        for stored in self.iter_items():
+            with self._mutex:
+                (dkey,) = self._db.execute(
+                    "SELECT dkey FROM items WHERE row = ?", (stored.row,)
+                ).fetchone()
+            if dkey != C.mac(self._k_dedupe, bytes.fromhex(stored.digest)):
+                raise IntegrityError(f"row {stored.row} of the vault in {self._dir} is damaged")
+            n += 1
+        with self._mutex, _db_errors(self._dir):
+            blobs = self._db.execute("SELECT nkey, blob FROM blobs").fetchall()
+        for nkey, blob in blobs:
+            self._blobs.open(
+                blob, self._blob_aad + nkey, what=f"a blob of the vault in {self._dir}"
+            )
+        return VerifyReport(items=n, blobs=len(blobs))
+
+    def stats(self) -> VaultStats:
+        kinds: Counter[str] = Counter()
+        sources: Counter[str] = Counter()
+        n = 0
+        for stored in self.iter_items():
+            n += 1
+            kinds[stored.item.kind] += 1
+            sources[stored.item.source or "unknown"] += 1
+        with self._mutex, _db_errors(self._dir):
+            (blobs,) = self._db.execute("SELECT count(*) FROM blobs").fetchone()
+        disk = sum(p.stat().st_size for p in self._dir.iterdir() if p.is_file())
+        return VaultStats(
+            items=n, kinds=dict(kinds), sources=dict(sources), blobs=blobs, disk_bytes=disk
+        )
+
+    # --- key slots ---------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    @property
+    def kdf_params(self) -> KdfParams:
+        """The passphrase slot's key-derivation settings."""
+        slot = self._slot(self._keyfile, "passphrase")
+        return KdfParams.from_json(slot["kdf"]) if slot else KdfParams.default()
+
+    @property
+    def has_keychain_slot(self) -> bool:
+        return self._slot(self._keyfile, "keychain") is not None
+
+    def _replace_slot(self, kind: str, slot: dict[str, Any]) -> None:
+        with self._mutex, self._lock.held(self._lock_timeout):
+            slots = [s for s in self._keyfile["slots"] if s.get("type") != kind] + [slot]
+            self._keyfile = {**self._keyfile, "slots": slots}
+            self._write_keyfile()
+
+    def change_passphrase(self, new_passphrase: str, *, kdf: KdfParams | None = None) -> None:
+        """Rewrap the data key under a new passphrase (fresh salt); data is not re-encrypted."""
+        _validate_passphrase(new_passphrase)
+        slot = _passphrase_slot(self._store_id, self._dek, new_passphrase, kdf or self.kdf_params)
+        self._replace_slot("passphrase", slot)
+
+    def reset_recovery_code(self) -> str:
+        """Replace the recovery slot; the old code stops working. Returns the new code (once)."""
+        slot, code = _recovery_slot(self._store_id, self._dek)
+        self._replace_slot("recovery", slot)
+        return code
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def destroy(directory: Path | str, *, lock_timeout: float = 30.0) -> bool:
+        """Crypto-shred a vault: destroy every key slot, then delete the data. No key needed.
+
+        The key file is overwritten with random bytes and synced before anything is deleted, so
+        the data key cannot be recovered from this directory afterwards (copies made elsewhere,
+        such as backups of the key file, are outside its reach). Returns False when no vault
+        was there.
+        """
+        directory = Path(directory)
+        if not directory.exists():
+            return False
+        keypath = directory / KEYFILE_NAME
+        with _WriterLock(directory / LOCK_NAME).held(lock_timeout):
+            account = None
+            if keypath.is_file():
+                with contextlib.suppress(ValueError, OSError):
+                    data = json.loads(keypath.read_bytes()[:MAX_KEYFILE_BYTES])
+                    account = next(
+                        (
+                            s.get("account")
+                            for s in data.get("slots", [])
+                            if isinstance(s, dict) and s.get("type") == "keychain"
+                        ),
+                        None,
+                    )
+                size = keypath.stat().st_size
+                with open(keypath, "r+b") as fh:
+                    fh.write(C.random_bytes(max(size, 1)))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                keypath.unlink()
+                _fsync_dir(directory)
+            if isinstance(account, str):
+                C.keychain_delete(account)
+            for path in directory.iterdir():
+                if path.name != LOCK_NAME:
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+
+
+class VaultWriter:
+    """Adds items inside one :meth:`Vault.writer` transaction."""
+
+    def __init__(self, vault: Vault, count: int, chain: bytes) -> None:
+        self._vault = vault
+        self.count = count
+        self.chain = chain
+        self._done = False
+
+    def add(self, items: Iterable[HistoryItem]) -> AddResult:
+        if self._done:
+            raise VaultError("this vault transaction is finished: start a new one")
+        added = dups = 0
+        batch: list[HistoryItem] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                a, d = self._add_batch(batch)
+                added, dups, batch = added + a, dups + d, []
+        if batch:
+            a, d = self._add_batch(batch)
+            added, dups = added + a, dups + d
+        return AddResult(added=added, duplicates=dups)
+
+    def _add_batch(self, batch: list[HistoryItem]) -> tuple[int, int]:
+        v = self._vault
+        k_dedupe = v._k_dedupe
+        prepared: list[tuple[bytes, bytes]] = []
+        seen: set[bytes] = set()
+        dups = 0
+        for item in batch:
+            if not isinstance(item, HistoryItem):
+                raise InputError(f"vault items must be HistoryItem, got {type(item).__name__}")
+            try:
+                pt = item.canonical_json()
+            except UnicodeEncodeError:
+                raise InputError(
+                    "a history item contains an unpaired UTF-16 surrogate (like \\ud800): fix "
+                    "the text's encoding"
+                ) from None
+            dkey = C.mac(k_dedupe, C.sha256(pt))
+            if dkey in seen:
+                dups += 1
+                continue
+            seen.add(dkey)
+            prepared.append((dkey, pt))
+        conn = v._db
+        existing: set[bytes] = set()
+        with _db_errors(v._dir):
+            for i in range(0, len(prepared), 500):
+                part = [d for d, _ in prepared[i : i + 500]]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT dkey FROM items WHERE dkey IN ({marks})"
+                existing.update(r[0] for r in conn.execute(sql, part))
+        rows = []
+        seal, aad, chain, row = v._rows.seal, v._row_aad, self.chain, self.count
+        sha = C.sha256
+        for dkey, pt in prepared:
+            if dkey in existing:
+                dups += 1
+                continue
+            blob = seal(pt, aad + row.to_bytes(8, "big") + dkey)
+            chain = sha(chain + blob[-C.TAG_BYTES :])
+            rows.append((row, dkey, blob))
+            row += 1
+        with _db_errors(v._dir):
+            conn.executemany("INSERT INTO items (row, dkey, blob) VALUES (?, ?, ?)", rows)
+        self.chain, self.count = chain, row
+        return len(rows), dups

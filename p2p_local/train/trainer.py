@@ -1,0 +1,771 @@
+"""The training loop, shared by the three modes (P2P hypernetwork, MT-LoRA, OPPU).
+
+Owns :class:`Trainer`: per step, each process takes its slice of the step's global batch
+(data.py), the trainable (hypernetwork or plain LoRA, wrapped by ``accelerate`` for DDP) turns
+the examples' profile embeddings into LoRA weights, forward hooks
+(:class:`~p2p_local.hypernet.inject.LoraInjector`) add them per example inside the frozen base
+model, and the loss is cross-entropy with label smoothing on the target tokens only plus
+``reg_weight * (mean(A^2) + mean(B^2))``. AdamW, linear warmup then linear decay, global
+gradient-norm clipping, optional gradient checkpointing, bf16 autocast on a GPU. It also runs
+the held-out loss (own profile vs shuffled profiles), resumable checkpoints (state.py), the
+loss log and picture (metrics.py), the progress bar, and writes the result: a hypernetwork
+checkpoint (``hypernet/checkpoint.py``) or a PEFT adapter, plus ``training.json``.
+
+The same code runs on one CPU / GPU and under ``accelerate launch`` (DDP): gradients are
+synchronised by DDP, metrics reduced through ``accelerate``; nothing here all-reduces by hand.
+Does not own data preparation (profiles_cache.py) or the command line (run.py, cli/train.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from p2p_local.adapter import LoraAdapter
+from p2p_local.errors import TrainingError
+from p2p_local.hypernet.inject import LoraInjector
+from p2p_local.train.config import TrainConfig
+from p2p_local.train.data import (
+    IGNORE_INDEX,
+    Batch,
+    Draw,
+    Encoded,
+    TaskSampler,
+    TrainData,
+    collate,
+    encode_example,
+)
+from p2p_local.train.metrics import PLOT_FILE, LossLog, plot_loss
+from p2p_local.train.models import BaseModel, PlainLora, build_trainable, targets_for
+from p2p_local.train.state import (
+    SavedState,
+    finish_checkpoint,
+    latest_checkpoint,
+    load_training_state,
+    read_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    step_dir,
+)
+
+METADATA_FILE = "training.json"
+METADATA_FORMAT = "p2p-local-training"
+RESULT_DIRS = {"p2p": "hypernet", "mt_lora": "adapter", "oppu": "adapter"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call to :meth:`Trainer.fit` produced.
+
+    steps: optimizer steps done in total (over all resumed invocations); completed: whether
+    ``max_steps`` was reached; result_path: the hypernetwork checkpoint (p2p) or PEFT adapter
+    folder; the losses are the last logged / evaluated values (None when never computed).
+    """
+
+    out_dir: Path
+    steps: int
+    completed: bool
+    final_train_loss: float | None
+    final_train_ce: float | None
+    final_val_ce: float | None
+    final_val_ce_shuffled: float | None
+    wall_seconds: float
+    seconds_per_step: float | None
+    result_path: Path | None
+    metadata_path: Path | None
+
+
+@dataclass
+class LmLoss:
+    loss: Tensor  # the objective (label-smoothed CE, mean over target tokens)
+    nll_sum: Tensor  # plain CE summed over target tokens (detached)
+    n_tokens: int
+
+
+def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
+    """Cross-entropy of the next token on target positions only.
+
+    The LM head runs only where a label exists (the prompt's logits are never computed).
+    """
+    decoder = model.get_decoder()
+    hidden = decoder(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    ).last_hidden_state
+    labels = batch.labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+    target = labels[mask]
+    if target.numel() == 0:
+        raise TrainingError("a batch has no target tokens: raise run.max_seq_len")
+    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    nll = F.cross_entropy(logits.detach(), target, reduction="sum")
+    return LmLoss(loss, nll, int(target.numel()))
+
+
+class _Schedule:
+    """Linear warmup to 1, then linear decay to ``min_ratio`` at ``total`` steps."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
+        self.warmup, self.total, self.min_ratio = warmup, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total - self.warmup)
+        frac = max(0.0, (self.total - step) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * frac
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """An ``accelerate.Accelerator`` for this run (one process, or one of a launched group)."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    run = config.run
+    precision: str | None = run.mixed_precision
+    if precision == "auto":
+        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+            precision = None  # `accelerate launch` / its config file decides
+        else:
+            cuda = torch.cuda.is_available() and not run.cpu
+            precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    # data preparation on the main process may take long: the others wait at a barrier
+    handler = InitProcessGroupKwargs(timeout=timedelta(hours=12))
+    return Accelerator(cpu=run.cpu, mixed_precision=precision, kwargs_handlers=[handler])
+
+
+def _resume_key(config: TrainConfig) -> str:
+    """What must not change between a checkpoint and its resumption."""
+    run = config.run
+    fixed = {
+        "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
+        "rest": config.fingerprint("optim", "model", "hypernet", "profile", "oppu"),
+        "tasks": list(config.data.tasks),
+    }
+    return json.dumps(fixed, sort_keys=True)
+
+
+class Trainer:
+    """Trains ``config.run.mode``'s trainable on ``data`` through the frozen ``base``.
+
+    ``init`` starts a plain LoRA (mt_lora / oppu) from an adapter; ``accelerator`` defaults to
+    :func:`make_accelerator`. ``log`` receives one line of text per event (main process only).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainData,
+        base: BaseModel,
+        *,
+        init: LoraAdapter | None = None,
+        accelerator: Any = None,
+        log: Any = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.base = base
+        self.acc = accelerator if accelerator is not None else make_accelerator(config)
+        self._log = log
+        run = config.run
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        self.mode = run.mode
+        self.out_dir = Path(run.out_dir)
+        self.targets = targets_for(config, base)
+        self.train_examples = data.split("train")
+        self.val_examples = data.split("val")
+        self.sampler = TaskSampler(self.train_examples, seed=run.seed, mode=config.profile.mode)
+        self._encoded: dict[tuple[str, int], Encoded] = {}
+
+        trainable = build_trainable(config, self.targets, data.embedding_dim, init)
+        opt = config.optim
+        optimizer = torch.optim.AdamW(
+            trainable.parameters(),
+            lr=opt.lr,
+            betas=(opt.beta1, opt.beta2),
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+        )
+        # the scheduler is stepped once per optimizer step by us, not by accelerate (which
+        # would step it once per process)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _Schedule(opt.warmup_steps, run.max_steps, opt.min_lr_ratio)
+        )
+        self.model, self.optimizer = self.acc.prepare(trainable, optimizer)
+        device = self.acc.device
+        base.model.to(device)
+        base.model.requires_grad_(False)
+        if run.grad_checkpointing:
+            base.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            base.model.train()  # transformers checkpoints only in training mode
+        else:
+            base.model.eval()
+        self.injector = LoraInjector(base.model, self.targets)
+        self.embeddings = torch.from_numpy(np.ascontiguousarray(data.embeddings)).to(device)
+        self.is_main = self.acc.is_main_process
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.global_batch = run.batch_size * self.world * run.grad_accum
+        self.replica_digests: list[str] = []
+
+    def close(self) -> None:
+        """Take the LoRA hooks off the base model (it is the plain base model again)."""
+        self.injector.remove()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @property
+    def trainable(self) -> nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    def say(self, text: str) -> None:
+        if self.is_main and self._log is not None:
+            self._log(text)
+
+    def _encode(self, split: str, index: int, examples: list[Any]) -> Encoded:
+        key = (split, index)
+        hit = self._encoded.get(key)
+        if hit is None:
+            ex = examples[index]
+            run = self.config.run
+            hit = encode_example(
+                self.base.tokenizer,
+                ex.prompt,
+                ex.target,
+                max_seq_len=run.max_seq_len,
+                max_target_tokens=run.max_target_tokens,
+                system=self.config.data.system_prompt,
+            )
+            self._encoded[key] = hit
+        return hit
+
+    def _batch(self, draws: list[Draw], split: str = "train") -> Batch:
+        examples = self.train_examples if split == "train" else self.val_examples
+        encoded = [self._encode(split, d.index, examples) for d in draws]
+        return collate(encoded, [d.emb_row for d in draws], self.base.pad_id).to(self.acc.device)
+
+    def _forward(self, model: nn.Module, batch: Batch, label_smoothing: float,
+                 emb_rows: list[int] | None = None) -> tuple[LmLoss, Tensor]:
+        rows = batch.emb_rows if emb_rows is None else emb_rows
+        emb = self.embeddings[torch.as_tensor(rows, device=self.embeddings.device).clamp(min=0)]
+        with self.acc.autocast():
+            weights = model(emb)
+            self.injector.set(weights)
+            try:
+                lm = lm_loss(self.base.model, batch, label_smoothing)
+            finally:
+                self.injector.clear()
+            reg = weights.squared_mean()
+        return lm, reg
+
+    # --- held-out loss -------------------------------------------------------------------
+
+    def _val_draws(self) -> list[Draw]:
+        n = len(self.val_examples)
+        limit = self.config.data.max_val_examples
+        if n == 0 or limit == 0:
+            return []
+        rng = np.random.default_rng([self.config.run.seed, 1])
+        order = sorted(rng.permutation(n)[: min(n, limit)].tolist())
+        coins = rng.random(len(order))
+        return [
+            Draw(i, self.sampler.embedding_row(self.val_examples[i], c))
+            for i, c in zip(order, coins, strict=True)
+        ]
+
+    def _shuffled_rows(self, draws: list[Draw]) -> list[int]:
+        """Each example gets the embedding of another user's example (a fixed derangement).
+
+        Examples are grouped by user (users in a seeded order) and shifted by the largest
+        group, so no example keeps a profile of its own user when there are two users or more.
+        """
+        users = [self.val_examples[d.index].user_id for d in draws]
+        names = sorted(set(users))
+        rank = {u: i for i, u in enumerate(np.random.default_rng([self.config.run.seed, 2])
+                                            .permutation(len(names)).tolist())}
+        order = sorted(range(len(draws)), key=lambda i: (rank[names.index(users[i])], i))
+        shift = max(users.count(u) for u in names)
+        out = [0] * len(draws)
+        for pos, i in enumerate(order):
+            out[i] = draws[order[(pos + shift) % len(order)]].emb_row
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Plain CE per target token on the held-out examples (and with shuffled profiles)."""
+        draws = self._val_draws()
+        if not draws:
+            return {}
+        shuffled = self._shuffled_rows(draws) if self.mode == "p2p" else None
+        model = self.trainable
+        was_training = model.training
+        model.eval()
+        bs = self.config.run.batch_size
+        sums = torch.zeros(3, dtype=torch.float64, device=self.acc.device)
+        mine = list(range(self.rank, len(draws), self.world))
+        for start in range(0, len(mine), bs):
+            idx = mine[start : start + bs]
+            batch = self._batch([draws[i] for i in idx], "val")
+            lm, _ = self._forward(model, batch, 0.0)
+            sums[0] += lm.nll_sum.double()
+            sums[1] += lm.n_tokens
+            if shuffled is not None:
+                lm_s, _ = self._forward(model, batch, 0.0, [shuffled[i] for i in idx])
+                sums[2] += lm_s.nll_sum.double()
+        model.train(was_training)
+        sums = self.acc.reduce(sums, reduction="sum")
+        out = {"val_ce": float(sums[0] / sums[1]), "val_tokens": int(sums[1])}
+        if shuffled is not None:
+            out["val_ce_shuffled"] = float(sums[2] / sums[1])
+        return out
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    def _save(self, step: int, wall: float) -> None:
+        directory = step_dir(self.out_dir, step)
+        state = SavedState(step, wall, self.global_batch, self.world, _resume_key(self.config))
+        self.acc.wait_for_everyone()
+        save_training_state(
+            directory,
+            trainable=self.trainable,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            rank=self.rank,
+            is_main=self.is_main,
+        )
+        self.acc.wait_for_everyone()
+        if self.is_main:
+            finish_checkpoint(directory, state, self.config.run.keep_checkpoints)
+            plot_loss(LossLog(self.out_dir).rows(), self.out_dir / PLOT_FILE, self._title())
+        self.acc.wait_for_everyone()
+
+    def _restore(self) -> tuple[int, float]:
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            self.say(f"no checkpoint in {self.out_dir}: starting from step 0")
+            return 0, 0.0
+        state = read_state(ckpt)
+        if state.fingerprint != _resume_key(self.config):
+            raise TrainingError(
+                f"checkpoint {ckpt} was made with other settings (mode, seed, steps, sequence "
+                "lengths, [optim], [model], [hypernet], [profile] or tasks): resume with the "
+                "same config, or train into a new --out folder"
+            )
+        if state.global_batch != self.global_batch:
+            raise TrainingError(
+                f"checkpoint {ckpt} used a global batch of {state.global_batch}, this run has "
+                f"{self.global_batch} (batch_size x processes x grad_accum): match it to resume"
+            )
+        exact = load_training_state(
+            ckpt,
+            trainable=self.trainable,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            rank=self.rank,
+        )
+        if not exact:
+            self.say("this process has no saved random state: dropout restarts its stream")
+        if self.is_main:
+            LossLog(self.out_dir).truncate(state.step)
+        self.say(f"resumed from {ckpt} at step {state.step}")
+        return state.step, state.wall_seconds
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _seed_processes(self) -> None:
+        seed = self.config.run.seed * 1000 + 17 * (self.rank + 1)
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.manual_seed(seed)
+
+    def fit(
+        self,
+        *,
+        resume: bool = False,
+        stop_after: int | None = None,
+        time_limit_s: float | None = None,
+    ) -> TrainResult:
+        """Train until ``max_steps``, or ``stop_after`` steps of this call, or ``time_limit_s``.
+
+        An early stop saves a checkpoint (continue with ``resume=True``) and still writes the
+        current result, marked ``completed: false``.
+        """
+        run = self.config.run
+        acc = self.acc
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = LossLog(self.out_dir)
+        self._seed_processes()
+        if resume:
+            start, wall_before = self._restore()
+        else:
+            if latest_checkpoint(self.out_dir) is not None:
+                raise TrainingError(
+                    f"{self.out_dir} holds checkpoints of an earlier run: pass --resume to "
+                    "continue it, or choose another --out folder"
+                )
+            start, wall_before = 0, 0.0
+            if self.is_main:
+                log.reset()
+                (self.out_dir / "config.toml").write_text(self.config.to_toml())
+        acc.wait_for_everyone()
+        self.say(
+            f"training {self.mode}: {len(self.train_examples)} examples, "
+            f"{len(self.val_examples)} held out, global batch {self.global_batch} "
+            f"({self.world} process{'es' if self.world > 1 else ''}), "
+            f"steps {start}->{run.max_steps}"
+        )
+        val: dict[str, float] = {}
+        if start == 0 and run.eval_every and self.val_examples:
+            val = self.evaluate()
+            if self.is_main and val:
+                log.append({"step": 0, **val})
+                self.say(f"step 0 held-out CE {val['val_ce']:.4f}")
+
+        self.model.train()
+        window = torch.zeros(5, dtype=torch.float64, device=acc.device)  # loss, ce*tok, reg, tok, n
+        last_row: dict[str, Any] = {}
+        t_start = time.perf_counter()
+        t_window = t_start
+        step = start
+        steps_this_call = 0
+        progress = self._progress(start)
+        stopped_early = False
+        try:
+            while step < run.max_steps:
+                if stop_after is not None and steps_this_call >= stop_after:
+                    stopped_early = True
+                    break
+                if time_limit_s is not None and self._out_of_time(t_start, time_limit_s):
+                    stopped_early = True
+                    break
+                rng_before = rng_state()
+                try:
+                    grad_norm = self._step(step, window)
+                except KeyboardInterrupt:
+                    set_rng_state(rng_before)  # the interrupted step never happened
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise
+                step += 1
+                steps_this_call += 1
+                if step % run.log_every == 0 or step == run.max_steps:
+                    last_row = self._log_window(step, window, grad_norm, t_window, log)
+                    t_window = time.perf_counter()
+                    window.zero_()
+                if progress is not None:
+                    progress.advance(last_row)
+                if run.eval_every and step % run.eval_every == 0 and step < run.max_steps:
+                    val = self._eval_and_log(step, log)
+                if run.checkpoint_every and step % run.checkpoint_every == 0:
+                    self._save(step, wall_before + time.perf_counter() - t_start)
+        except KeyboardInterrupt:
+            if self.world == 1 and step > start:
+                self._save(step, wall_before + time.perf_counter() - t_start)
+                self.say(f"interrupted: checkpoint saved at step {step}; continue with --resume")
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+
+        completed = step >= run.max_steps
+        if completed and self.val_examples:
+            val = self._eval_and_log(step, log)
+        elapsed = time.perf_counter() - t_start
+        wall = wall_before + elapsed
+        latest = latest_checkpoint(self.out_dir)
+        if latest is None or read_state(latest).step != step:
+            self._save(step, wall)  # the final (or stopping) state is always resumable
+        per_step = elapsed / steps_this_call if steps_this_call else None
+        self.replica_digests = self._replica_digests()
+        return self._finish(step, completed, wall, per_step, last_row, val)
+
+    def _replica_digests(self) -> list[str]:
+        """A sha256 prefix of the trainable's weights on every process (equal when in sync)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for _name, value in sorted(self.trainable.state_dict().items()):
+            h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+        mine = torch.tensor([int(h.hexdigest()[:15], 16)], dtype=torch.int64,
+                            device=self.acc.device)
+        every = self.acc.gather(mine)
+        return [f"{int(v):015x}" for v in every.tolist()]
+
+    def _out_of_time(self, t_start: float, limit: float) -> bool:
+        flag = torch.tensor(
+            [1.0 if time.perf_counter() - t_start > limit else 0.0], device=self.acc.device
+        )
+        if self.world > 1:  # every process must stop at the same step
+            flag = self.acc.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    def compute_gradients(self, step: int, window: Tensor | None = None) -> float:
+        """Forward and backward over step ``step``'s batch (all micro-batches of this
+        process), leaving the gradients in place; returns the mean objective."""
+        run, opt = self.config.run, self.config.optim
+        acc = self.acc
+        total = 0.0
+        for micro in range(run.grad_accum):
+            draws = self.sampler.micro_batch(
+                step, batch_size=run.batch_size, rank=self.rank, world=self.world,
+                micro=micro, accum=run.grad_accum,
+            )
+            batch = self._batch(draws)
+            last = micro == run.grad_accum - 1
+            with nullcontext() if last else acc.no_sync(self.model):
+                lm, reg = self._forward(self.model, batch, opt.label_smoothing)
+                loss = lm.loss + opt.reg_weight * reg
+                acc.backward(loss / run.grad_accum)
+            total += float(loss.detach())
+            if window is not None:
+                window[0] += float(loss.detach())
+                window[1] += float(lm.nll_sum)
+                window[2] += float(reg.detach())
+                window[3] += lm.n_tokens
+                window[4] += 1
+        return total / run.grad_accum
+
+    def _step(self, step: int, window: Tensor) -> float:
+        opt = self.config.optim
+        acc = self.acc
+        self.compute_gradients(step, window)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if opt.grad_clip > 0:
+            norm = acc.clip_grad_norm_(params, opt.grad_clip)
+        else:
+            grads = [p.grad.detach().norm() for p in params if p.grad is not None]
+            norm = torch.norm(torch.stack(grads))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = float(norm)
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the gradient norm became {value} at step {step + 1}: lower [optim] lr, or "
+                "use mixed_precision = \"no\""
+            )
+        return value
+
+    def _log_window(self, step: int, window: Tensor, grad_norm: float, t0: float,
+                    log: LossLog) -> dict[str, Any]:
+        totals = self.acc.reduce(window.clone(), reduction="sum")
+        n = max(1.0, float(totals[4]))
+        row = {
+            "step": step,
+            "loss": float(totals[0]) / n,
+            "ce": float(totals[1]) / max(1.0, float(totals[3])),
+            "reg": float(totals[2]) / n,
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "grad_norm": grad_norm,
+            "tokens": int(totals[3]),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if self.is_main:
+            log.append(row)
+        return row
+
+    def _eval_and_log(self, step: int, log: LossLog) -> dict[str, float]:
+        val = self.evaluate()
+        if val and self.is_main:
+            log.append({"step": step, **val})
+            shuf = val.get("val_ce_shuffled")
+            extra = f", shuffled profiles {shuf:.4f}" if shuf is not None else ""
+            self.say(f"step {step} held-out CE {val['val_ce']:.4f}{extra}")
+        return val
+
+    def _progress(self, start: int) -> _Progress | None:
+        if not (self.is_main and self.config.run.progress):
+            return None
+        return _Progress(start, self.config.run.max_steps, self._log)
+
+    def _title(self) -> str:
+        return f"{self.mode} on {self.base.model_id} (global batch {self.global_batch})"
+
+    # --- the result ------------------------------------------------------------------------
+
+    def _finish(self, step: int, completed: bool, wall: float, per_step: float | None,
+                last_row: dict[str, Any], val: dict[str, float]) -> TrainResult:
+        rows = LossLog(self.out_dir).rows() if self.is_main else []
+        train_rows = [r for r in rows if "loss" in r]
+        val_rows = [r for r in rows if "val_ce" in r]
+        tail = [r for r in train_rows if r["step"] > 0.9 * step] or train_rows[-1:]
+        final_loss = float(np.mean([r["loss"] for r in tail])) if tail else None
+        final_ce = float(np.mean([r["ce"] for r in tail])) if tail else None
+        last_val = val_rows[-1] if val_rows else {}
+        result_path: Path | None = None
+        meta_path: Path | None = None
+        if self.is_main:
+            meta = self._metadata(step, completed, wall, per_step, final_loss, final_ce,
+                                  val_rows)
+            result_path = self._write_result(meta)
+            meta_path = self.out_dir / METADATA_FILE
+            tmp = meta_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
+            os.replace(tmp, meta_path)
+            plot_loss(rows, self.out_dir / PLOT_FILE, self._title())
+            state = "finished" if completed else "stopped (resume with --resume)"
+            self.say(f"{state} at step {step}; result in {result_path}")
+        self.acc.wait_for_everyone()
+        return TrainResult(
+            out_dir=self.out_dir,
+            steps=step,
+            completed=completed,
+            final_train_loss=final_loss,
+            final_train_ce=final_ce,
+            final_val_ce=last_val.get("val_ce"),
+            final_val_ce_shuffled=last_val.get("val_ce_shuffled"),
+            wall_seconds=wall,
+            seconds_per_step=per_step,
+            result_path=self.out_dir / RESULT_DIRS[self.mode],
+            metadata_path=meta_path,
+        )
+
+    def _write_result(self, meta: dict[str, Any]) -> Path:
+        target = self.out_dir / RESULT_DIRS[self.mode]
+        trainable = self.trainable
+        if isinstance(trainable, PlainLora):
+            from p2p_local.export.peft import save_peft
+
+            adapter = trainable.to_adapter(self.base.model_id)
+            save_peft(adapter, target, base_model_name_or_path=self.base.model_id)
+            return target
+        from p2p_local.hypernet.checkpoint import save_checkpoint
+
+        summary = {k: meta[k] for k in ("mode", "steps", "completed", "global_batch",
+                                        "final_train_loss", "final_val_ce", "wall_seconds")}
+        save_checkpoint(
+            trainable,  # type: ignore[arg-type]
+            target,
+            base_model=self.base.model_id,
+            embedding_model=str(self.data.meta.get("embedding_model", "")) or "unknown",
+            extra={"training": summary},
+        )
+        return target
+
+    def _metadata(self, step: int, completed: bool, wall: float, per_step: float | None,
+                  final_loss: float | None, final_ce: float | None,
+                  val_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import accelerate
+        import transformers
+
+        import p2p_local
+
+        run = self.config.run
+        device = self.acc.device
+        if device.type == "cuda":
+            hardware = torch.cuda.get_device_name(device)
+        else:
+            hardware = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+        first_val = val_rows[0] if val_rows else {}
+        last_val = val_rows[-1] if val_rows else {}
+        return {
+            "format": METADATA_FORMAT,
+            "mode": self.mode,
+            "completed": completed,
+            "steps": step,
+            "max_steps": run.max_steps,
+            "global_batch": self.global_batch,
+            "batch_size_per_process": run.batch_size,
+            "grad_accum": run.grad_accum,
+            "processes": self.world,
+            "examples_seen": step * self.global_batch,
+            "replica_weight_digests": self.replica_digests,
+            "replicas_in_sync": len(set(self.replica_digests)) == 1,
+            "wall_seconds": round(wall, 1),
+            "seconds_per_step_last_call": round(per_step, 3) if per_step else None,
+            "final_train_loss": final_loss,
+            "final_train_ce": final_ce,
+            "initial_val_ce": first_val.get("val_ce"),
+            "final_val_ce": last_val.get("val_ce"),
+            "final_val_ce_shuffled": last_val.get("val_ce_shuffled"),
+            "val_examples_scored": len(self._val_draws()),
+            "base_model": self.base.model_id,
+            "embedding_model": self.data.meta.get("embedding_model"),
+            "targets": self.targets.to_dict(),
+            "task_probabilities": self.sampler.task_probabilities(),
+            "train_examples": len(self.train_examples),
+            "data": self.data.meta,
+            "hardware": {
+                "device": hardware,
+                "device_type": device.type,
+                "mixed_precision": str(self.acc.mixed_precision),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "versions": {
+                "p2p_local": p2p_local.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "accelerate": accelerate.__version__,
+                "python": platform.python_version(),
+            },
+            "config": self.config.to_dict(),
+            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a plain line per log window elsewhere."""
+
+    def __init__(self, start: int, total: int, log: Any) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.log = log
+        self.last_step: int | None = None
+        self.bar = None
+        if self.console.is_terminal:
+            self.bar = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.task = self.bar.add_task("train", total=total, completed=start, loss="")
+            self.bar.start()
+
+    def advance(self, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            text = f"loss {row['loss']:.4f}" if row else ""
+            self.bar.update(self.task, advance=1, loss=text)
+        elif row and row["step"] != self.last_step:
+            self.last_step = row["step"]
+            line = (f"step {row['step']} loss {row['loss']:.4f} ce {row['ce']:.4f} "
+                    f"lr {row['lr']:.2e} |g| {row['grad_norm']:.3f} {row['seconds']:.1f}s")
+            if self.log is not None:
+                self.log(line)
+            else:
+                self.console.print(line, highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

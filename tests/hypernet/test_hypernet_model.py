@@ -1,0 +1,123 @@
+"""HyperNetwork: shapes, bias-HyperInit (zero update), batching, settings validation, size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from p2p_local.errors import ConfigError
+from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
+from p2p_local.hypernet.targets import TargetModule, TargetSpec
+
+SMALL = HyperNetSettings(embedding_dim=16, task_dim=8, module_dim=4, depth_dim=4, head_in=12)
+
+
+def tiny_targets() -> TargetSpec:
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return TargetSpec.from_config(cfg)
+
+
+def smollm2_targets() -> TargetSpec:
+    """The default base model's q/v layout (SmolLM2-135M: 30 layers, hidden 576, 3 KV heads)."""
+    q = TargetModule("q_proj", "model.layers.{layer}.self_attn.q_proj", 576, 576)
+    v = TargetModule("v_proj", "model.layers.{layer}.self_attn.v_proj", 576, 192)
+    return TargetSpec((q, v), 30, n_head=9, n_head_kv=3)
+
+
+def test_output_shapes() -> None:
+    targets = tiny_targets()
+    net = HyperNetwork(SMALL, targets)
+    w = net(torch.randn(5, 16))
+    assert w.batch_size == 5
+    assert w.a["q_proj"].shape == (5, 3, 8, 32)
+    assert w.b["q_proj"].shape == (5, 3, 32, 8)
+    assert w.a["v_proj"].shape == (5, 3, 8, 32)
+    assert w.b["v_proj"].shape == (5, 3, 16, 8)
+    assert w.scale == pytest.approx(16 / math.sqrt(8))
+
+
+def test_untrained_network_gives_zero_update_and_peft_style_a() -> None:
+    net = HyperNetwork(SMALL, tiny_targets())
+    w1, w2 = net(torch.randn(1, 16)), net(torch.randn(1, 16))
+    for name in ("q_proj", "v_proj"):
+        assert torch.count_nonzero(w1.b[name]) == 0
+        # A is PEFT's kaiming-uniform init (bound 1/sqrt(fan_in)), the same for every user
+        a = w1.a[name]
+        assert torch.equal(a, w2.a[name])
+        assert a.abs().max() <= 1 / math.sqrt(32) + 1e-6
+        assert a.std() > 0.5 / math.sqrt(3 * 32)
+        assert all(p.abs().max() == 0 for p in [net.heads[name].weight])
+
+
+def test_randomized_heads_give_user_dependent_nonzero_b() -> None:
+    net = HyperNetwork(SMALL, tiny_targets())
+    net.randomize_heads(seed=3)
+    e = torch.randn(2, 16)
+    w = net(e)
+    for name in ("q_proj", "v_proj"):
+        assert torch.count_nonzero(w.b[name]) == w.b[name].numel()
+        assert not torch.allclose(w.b[name][0], w.b[name][1])
+        assert not torch.allclose(w.a[name][0], w.a[name][1])
+
+
+def test_batch_equals_one_by_one() -> None:
+    net = HyperNetwork(SMALL, tiny_targets()).eval()
+    net.randomize_heads(seed=1)
+    e = torch.randn(4, 16)
+    batch = net(e)
+    for i in range(4):
+        single = net(e[i])
+        for name in ("q_proj", "v_proj"):
+            torch.testing.assert_close(single.a[name][0], batch.a[name][i], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(single.b[name][0], batch.b[name][i], rtol=1e-5, atol=1e-6)
+
+
+def test_layers_and_modules_get_different_weights() -> None:
+    net = HyperNetwork(SMALL, tiny_targets()).eval()
+    net.randomize_heads(seed=0)
+    w = net(torch.randn(1, 16))
+    b = w.b["q_proj"][0]
+    assert not torch.allclose(b[0], b[1])
+
+
+def test_wrong_embedding_size_refused() -> None:
+    net = HyperNetwork(SMALL, tiny_targets())
+    with pytest.raises(ConfigError, match="16"):
+        net(torch.randn(2, 17))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("embedding_dim", 0), ("head_in", -3), ("dropout", 1.0), ("n_blocks", -1), ("task_dim", 2.5)],
+)
+def test_settings_validation_names_field(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        HyperNetSettings(**{field: value})
+
+
+def test_settings_round_trip() -> None:
+    assert HyperNetSettings.from_dict(SMALL.to_dict()) == SMALL
+    with pytest.raises(ConfigError, match="bogus"):
+        HyperNetSettings.from_dict({**SMALL.to_dict(), "bogus": 1})
+
+
+def test_default_size_fits_40_mb_for_default_base() -> None:
+    net = HyperNetwork(HyperNetSettings(), smollm2_targets())
+    assert net.n_params() * 4 <= 40 * 1024 * 1024
+
+
+def test_weight_regulariser() -> None:
+    net = HyperNetwork(SMALL, tiny_targets())
+    w = net(torch.randn(2, 16))
+    expected = sum(v.pow(2).mean() for v in [*w.a.values(), *w.b.values()])
+    torch.testing.assert_close(w.squared_mean(), expected)

@@ -1,0 +1,68 @@
+"""The training config: shipped TOMLs load, round-trip, and bad values name their field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2p_local.errors import ConfigError
+from p2p_local.train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "models" / "hypernets" / "configs"
+
+
+@pytest.mark.parametrize("name", ["cpu_default.toml", "paper_a100.toml"])
+def test_shipped_configs_load_and_round_trip(name: str, tmp_path: Path) -> None:
+    cfg = TrainConfig.load(CONFIGS / name)
+    again = tmp_path / "again.toml"
+    again.write_text(cfg.to_toml())
+    assert TrainConfig.load(again) == cfg
+
+
+def test_paper_config_is_the_papers_recipe() -> None:
+    cfg = TrainConfig.load(CONFIGS / "paper_a100.toml")
+    accel = (CONFIGS / "accelerate_8gpu.yaml").read_text()
+    import yaml
+
+    processes = yaml.safe_load(accel)["num_processes"]
+    assert cfg.run.max_steps == 20000 and cfg.optim.lr == 2e-5
+    assert cfg.run.batch_size * processes * cfg.run.grad_accum == 32
+    assert (cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.label_smoothing,
+            cfg.optim.reg_weight) == (1e-2, 1.0, 0.1, 1e-3)
+    assert (cfg.model.modules, cfg.model.rank, cfg.model.alpha, cfg.model.rslora) == (
+        ("q_proj", "v_proj"), 8, 16.0, True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"run": {"mode": "full"}}, r"\[run\] mode = 'full'"),
+        ({"run": {"batch_size": 0}}, r"\[run\] batch_size = 0"),
+        ({"optim": {"lr": -1.0}}, r"\[optim\] lr = -1.0"),
+        ({"profile": {"mode": "all"}}, r"\[profile\] mode = 'all'"),
+        ({"data": {"split": "time"}}, r"\[data\] split = 'time'"),
+        ({"run": {"batchsize": 4}}, r"\[run\] has unknown field\(s\) batchsize"),
+        ({"trainer": {}}, r"unknown section\(s\) \[trainer\]"),
+        ({"hypernet": {"embedding_dim": 384}}, r"embedding_dim .* comes from the embedding model"),
+        ({"hypernet": {"dropout": 2.0}}, r"dropout"),
+        ({"run": {"mode": "oppu"}}, r"\[oppu\] task and user"),
+    ],
+)
+def test_bad_values_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(data)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nmode = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        TrainConfig.load(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        TrainConfig.load(tmp_path / "missing.toml")
+
+
+def test_overrides() -> None:
+    cfg = TrainConfig().with_overrides(max_steps=7, out_dir="elsewhere")
+    assert (cfg.run.max_steps, cfg.run.out_dir) == (7, "elsewhere")

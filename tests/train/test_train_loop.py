@@ -1,0 +1,137 @@
+"""The training loop on a tiny random llama: it learns, gradients reach the whole
+hypernetwork, batches mix users, the baselines' plain LoRA shares the loop, results are written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_data, tiny_config
+
+from p2p_local.errors import TrainingError
+from p2p_local.train.data import Example, TrainData
+from p2p_local.train.trainer import Trainer
+
+
+def _trainer(tmp_path: Path, data: TrainData, base, tiny_base_dir: Path, **settings) -> Trainer:
+    data_dir = data.save(tmp_path / "data")
+    cfg = tiny_config(tmp_path / "run", data_dir, tiny_base_dir, **settings)
+    return Trainer(cfg, data, base)
+
+
+def _ce_rows(out: Path) -> list[float]:
+    rows = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+    return [r["ce"] for r in rows if "ce" in r]
+
+
+def test_tiny_model_overfits_a_handful_of_examples(tmp_path, tiny_base, tiny_base_dir) -> None:
+    data = make_data(n_users=3, per_user=2, n_val_users=0)
+    trainer = _trainer(tmp_path, data, tiny_base, tiny_base_dir, max_steps=80, log_every=10,
+                       optim={"lr": 1e-2})
+    result = trainer.fit()
+    trainer.close()
+    ce = _ce_rows(tmp_path / "run")
+    assert result.completed and result.steps == 80
+    print("train CE by window:", ce)
+    assert ce[-1] <= 0.5 * ce[0], ce
+
+
+def test_gradients_reach_every_hypernetwork_parameter(tmp_path, tiny_base, tiny_base_dir) -> None:
+    trainer = _trainer(tmp_path, make_data(), tiny_base, tiny_base_dir, max_steps=4)
+    hyper = trainer.trainable
+    named = dict(hyper.named_parameters())
+    groups = {name.split(".")[0] for name in named}
+    assert groups == {"task_encoder", "module_emb", "module_norm", "depth_emb", "depth_norm",
+                      "mixer", "blocks", "output", "heads"}
+    # bias-HyperInit: the heads' weights start at zero, so the first step only moves the heads
+    trainer.compute_gradients(0)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in named.items() if n.startswith("heads.") and n.endswith(".bias"))
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.compute_gradients(1)
+    no_grad = [n for n, p in named.items() if p.grad is None or p.grad.abs().sum() == 0]
+    trainer.close()
+    assert no_grad == []
+
+
+def test_one_batch_mixes_users(tmp_path, tiny_base, tiny_base_dir) -> None:
+    """Two users answer the same prompts differently; only the profile tells them apart."""
+    examples = []
+    for user, answer in (("yes-user", "yes"), ("no-user", "no")):
+        for k in range(4):
+            examples.append(Example(task="t", user_id=user, prompt=f"question {k}?",
+                                    target=answer, emb_user=0 if user == "yes-user" else 1))
+    for user, answer in (("yes-user", "yes"), ("no-user", "no")):  # held out: new prompts
+        examples.append(Example(task="t", user_id=user, prompt="question 9?", target=answer,
+                                split="val", emb_user=0 if user == "yes-user" else 1))
+    emb = np.eye(2, 16, dtype=np.float32)
+    data = TrainData(examples, emb, {"embedding_model": "test"})
+    trainer = _trainer(tmp_path, data, tiny_base, tiny_base_dir, max_steps=60, batch_size=8,
+                       eval_every=60, log_every=20, optim={"lr": 1e-2}, profile_mode="user")
+    result = trainer.fit()
+    trainer.close()
+    assert result.final_val_ce is not None and result.final_val_ce_shuffled is not None
+    print("held-out CE own / swapped:", result.final_val_ce, result.final_val_ce_shuffled)
+    # swapping the two users' profiles must make their own answers much less likely
+    assert result.final_val_ce_shuffled > result.final_val_ce + 0.5
+
+
+def test_outputs_of_a_p2p_run(tmp_path, tiny_base, tiny_base_dir) -> None:
+    from p2p_local.hypernet.checkpoint import load_checkpoint
+
+    trainer = _trainer(tmp_path, make_data(), tiny_base, tiny_base_dir, max_steps=4,
+                       eval_every=2, checkpoint_every=2, log_every=2)
+    result = trainer.fit()
+    trainer.close()
+    out = tmp_path / "run"
+    assert (out / "loss.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_ce" in r] == [0, 2, 4]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["steps"] == 4 and meta["completed"] and meta["global_batch"] == 4
+    assert meta["final_val_ce"] == result.final_val_ce and meta["initial_val_ce"] is not None
+    assert meta["data"]["tasks"]["rate"]["sources"] == ["test"]
+    assert meta["embedding_model"] == "random-test@000000000000"
+    ckpt = load_checkpoint(result.result_path, embedding_model="random-test@000000000000")
+    assert ckpt.info.base_model == trainer.base.model_id
+    assert ckpt.info.embedding_dim == 16
+    trained = trainer.trainable.state_dict()
+    for name, value in ckpt.hypernet.state_dict().items():
+        assert torch.equal(value, trained[name])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000002", "step-00000004"]
+
+
+def test_refuses_to_overwrite_an_earlier_run(tmp_path, tiny_base, tiny_base_dir) -> None:
+    trainer = _trainer(tmp_path, make_data(), tiny_base, tiny_base_dir, max_steps=2,
+                       checkpoint_every=1)
+    trainer.fit()
+    with pytest.raises(TrainingError, match="--resume"):
+        trainer.fit()
+    trainer.close()
+
+
+def test_mt_lora_and_oppu_share_the_loop(tmp_path, tiny_base, tiny_base_dir) -> None:
+    from p2p_local.export.peft import load_peft
+    from p2p_local.train.run import train_user_lora
+
+    data = make_data()
+    trainer = _trainer(tmp_path, data, tiny_base, tiny_base_dir, mode="mt_lora", max_steps=5)
+    result = trainer.fit()
+    trainer.close()
+    assert result.result_path == tmp_path / "run" / "adapter"
+    mt = load_peft(result.result_path)
+    assert any(b.abs().sum() > 0 for b in mt.b.values())  # B started at zero and moved
+
+    user = [ex for ex in data.examples if ex.user_id == "u1"]
+    cfg = replace(trainer.config, run=replace(trainer.config.run, max_steps=3))
+    oppu = train_user_lora(cfg, user, tiny_base, init=mt)
+    assert oppu.targets == mt.targets
+    moved = [float((oppu.a[n] - mt.a[n]).abs().max()) for n in mt.a]
+    assert max(moved) > 0
+    assert len(tiny_base.model.model.layers[0].self_attn.q_proj._forward_hooks) == 0

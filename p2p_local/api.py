@@ -101,13 +101,18 @@ class Personalizer:
                 f"no vault for user {self.user!r}: create one with `p2p-local init --user "
                 f"{self.user}`"
             )
-        self.vault = Vault.open(
+        vault = Vault.open(
             directory,
             passphrase=passphrase,
             recovery_code=recovery_code,
             use_keychain=use_keychain,
         )
-        self.recovery_code: str | None = None  # set only by create()
+        self._setup(vault, passphrase=passphrase, recovery_code=None)
+
+    def _setup(self, vault: Vault, *, passphrase: str | None, recovery_code: str | None) -> None:
+        """Per-instance state, shared by ``__init__`` and :meth:`create` (add new state here)."""
+        self.vault = vault
+        self.recovery_code = recovery_code  # set only by create(): show it once
         self._passphrase = passphrase  # kept to open sibling vaults (LaMP user ids)
 
     @classmethod
@@ -124,9 +129,7 @@ class Personalizer:
         created = Vault.create(paths.user_dir(name), passphrase, kdf=kdf, use_keychain=use_keychain)
         self = cls.__new__(cls)
         self.user = name
-        self.vault = created.vault
-        self.recovery_code = created.recovery_code
-        self._passphrase = passphrase
+        self._setup(created.vault, passphrase=passphrase, recovery_code=created.recovery_code)
         return self
 
     @staticmethod

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -116,10 +116,17 @@ class Embedder:
             model_id = _content_id(path)
         from sentence_transformers import SentenceTransformer
 
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call
         try:
             self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelFormatError(f"cannot load embedding model from {path}: {exc}") from exc
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self._model.eval()
         if max_seq_length is not None:
             limit = getattr(self._model[0].auto_model.config, "max_position_embeddings", None)
@@ -132,7 +139,10 @@ class Embedder:
         self.path = path
         self.model_id = model_id
         self.batch_size = batch_size
-        dim = self._model.get_sentence_embedding_dimension()
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        dim = get_dim()
         if dim is None:
             dim = int(self._model.encode(["x"], convert_to_numpy=True).shape[1])
         self.dim = int(dim)
@@ -168,28 +178,53 @@ class Embedder:
 class HiddenStateEmbedder:
     """The base LLM as an embedder: last hidden state, mean-pooled over the text's tokens.
 
-    model_path:     a GGUF file (loaded by transformers, dequantized) or a transformers folder;
-                    None loads the registry's ``base`` model.
-    device, dtype:  where and how to run it (fp32 on CPU by default).
+    Build it from a loaded transformers model (``HiddenStateEmbedder(model, tokenizer,
+    model_id=...)``, e.g. the trainer's base model, or ``HFBackend.base_model``) or load one with
+    :meth:`from_path`. Any model that returns ``hidden_states`` works (causal LMs included).
+
     max_seq_length: tokens read per text (longer text is cut).
+    batch_size:     texts per forward pass.
     """
 
     def __init__(
         self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        max_seq_length: int = 512,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if max_seq_length < 8:
+            raise ConfigError(f"max_seq_length must be >= 8, got {max_seq_length}")
+        if not model_id:
+            raise ConfigError("model_id must name the model (it is recorded with every vector)")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.dim = int(model.config.hidden_size)
+        self.model_id = model_id
+
+    @classmethod
+    def from_path(
+        cls,
         model_path: str | Path | None = None,
         *,
         device: str = "cpu",
         dtype: torch.dtype | None = None,
         max_seq_length: int = 512,
         batch_size: int = 8,
-    ) -> None:
+    ) -> HiddenStateEmbedder:
+        """Load a GGUF file (dequantized by transformers: slow, ~20 s for the default base) or
+        a transformers folder; None loads the registry's ``base`` model."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if max_seq_length < 8:
-            raise ConfigError(f"max_seq_length must be >= 8, got {max_seq_length}")
         if model_path is None:
             path, base_id = _registry_model("base")
         else:
@@ -197,26 +232,20 @@ class HiddenStateEmbedder:
             if not path.exists():
                 raise ModelFormatError(f"{path} does not exist: give a GGUF file or model folder")
             base_id = _content_id(path)
-        kwargs: dict = {"torch_dtype": dtype or torch.float32}
-        if path.is_file():
-            source, kwargs["gguf_file"] = str(path.parent), path.name
-        else:
-            source = str(path)
+        source, extra = (str(path.parent), {"gguf_file": path.name}) if path.is_file() else (
+            str(path), {})
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, **{
-                k: v for k, v in kwargs.items() if k == "gguf_file"})
-            self.model = AutoModel.from_pretrained(source, **kwargs).to(device).eval()
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+            model = AutoModel.from_pretrained(source, dtype=dtype or torch.float32, **extra)
         except (OSError, ValueError) as exc:
             raise ModelFormatError(f"cannot load {path} as a transformers model: {exc}") from exc
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
-        self.device = device
-        self.max_seq_length = max_seq_length
-        self.batch_size = batch_size
-        self.dim = int(self.model.config.hidden_size)
-        self.model_id = f"{base_id}:mean-last-hidden"
-        self.path = path
+        return cls(
+            model.to(device),
+            tokenizer,
+            model_id=f"{base_id}:mean-last-hidden",
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
@@ -227,17 +256,20 @@ class HiddenStateEmbedder:
 
         batch = _check_texts(texts)
         out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        device = next(self.model.parameters()).device
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start : start + self.batch_size]
+            self.tokenizer.padding_side = "right"
             enc = self.tokenizer(
                 chunk,
                 padding=True,
                 truncation=True,
                 max_length=self.max_seq_length,
                 return_tensors="pt",
-            ).to(self.device)
+            ).to(device)
             with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state.float()
+                result = self.model(**enc, output_hidden_states=True)
+            hidden = result.hidden_states[-1].float()
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
             out[start : start + len(chunk)] = pooled.cpu().numpy()
@@ -261,21 +293,21 @@ def load_embedder(spec: str | Path | None = None, *, device: str = "cpu") -> Tex
         return Embedder(device=device)
     text = str(spec)
     if text in ("base", "hidden:base"):
-        return HiddenStateEmbedder(device=device)
+        return HiddenStateEmbedder.from_path(device=device)
     if text.startswith("hidden:"):
-        return HiddenStateEmbedder(text[len("hidden:") :], device=device)
+        return HiddenStateEmbedder.from_path(text[len("hidden:") :], device=device)
     path = Path(text).expanduser()
     if path.exists():
         if path.is_dir() and (path / "modules.json").is_file():
             return Embedder(path, device=device)
-        return HiddenStateEmbedder(path, device=device)
+        return HiddenStateEmbedder.from_path(path, device=device)
     from p2p_local.registry import load_registry
 
     registry = load_registry()
     entry = registry.get(text)  # raises UnknownModelError with the known names
     if entry.kind == "sentence-transformers":
         return Embedder(registry.path(text), device=device)
-    return HiddenStateEmbedder(registry.path(text), device=device)
+    return HiddenStateEmbedder.from_path(registry.path(text), device=device)
 
 
 def fingerprint(vector: np.ndarray) -> str:

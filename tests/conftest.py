@@ -9,6 +9,7 @@
   ``embedding_dir`` (Path: default sentence-transformers folder, all-MiniLM-L6-v2),
   ``f32_gguf`` (Path: an all-F32 copy of the base GGUF, for exact parity checks).
   Loaded models (mark tests using them ``@pytest.mark.real_model``):
+  ``embedder`` (Embedder on ``embedding_dir``),
   ``llama_base`` (LlamaCppBackend on ``base_gguf``), ``hf_base`` (HFBackend on ``base_gguf``,
   fp32, CPU). Both are shared by the whole session: the fixtures remove any adapter after
   each test, so a test may call ``set_adapter`` freely but must not close them.
@@ -57,6 +58,14 @@ def embedding_dir() -> Path:
     from p2p_local.registry import load_registry
 
     return load_registry(user=False).path("embedding")
+
+
+@pytest.fixture(scope="session")
+def embedder(embedding_dir: Path):
+    """The default sentence-transformers embedder (all-MiniLM-L6-v2), loaded once."""
+    from p2p_local.embedding import Embedder
+
+    return Embedder(embedding_dir)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ Fitting the history (``select_items``):
   the newer item), from at most ``diversity_pool`` older items spread evenly over the history.
 - The chosen items are shown oldest first.
 
-Cleaning (``clean_summary``): markdown headings, emphasis and list markers are removed, lines are
-joined into one paragraph, a leading "Summary:"-style label is dropped, repeated sentences and
+Cleaning (``clean_summary``): markdown heading lines, emphasis and list markers are removed, list
+items become sentences, lines are joined into one paragraph, a leading "Summary:"-style label is
+dropped, repeated sentences (60% of their content words seen in one earlier sentence) and
 any sentence that copies 8 or more consecutive words of the prompt are removed, and the result
 is cut back to whole sentences within ``max_tokens``.
 """
@@ -298,8 +299,16 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
+_SUBJECT_WORDS = frozenset({"user", "person", "they", "them", "their"})
+
+
+def _content_words(sentence: str) -> set[str]:
+    """Content words of a sentence (no stopwords, no "this user"/"they" subject words)."""
+    return set(tokenize(sentence)) - _SUBJECT_WORDS
+
+
 def _repeats(sentence: str, earlier: Sequence[set[str]]) -> bool:
-    words = set(_words(sentence))
+    words = _content_words(sentence)
     return bool(words) and any(
         1.0 - _jaccard_distance(words, w) >= _NEAR_DUPLICATE for w in earlier
     )
@@ -315,7 +324,8 @@ def clean_summary(
     """The model's reply as one plain paragraph (see the module docstring)."""
     lines = []
     for line in raw.splitlines():
-        line = _HEADING.sub("", line)
+        if _HEADING.match(line):  # a heading labels the text; it is not part of it
+            continue
         is_item = bool(_BULLET.match(line))
         line = _EMPHASIS.sub("", _BULLET.sub("", line)).strip()
         if not line or line.endswith(":"):  # a lead-in such as "Their habits are:"
@@ -330,7 +340,7 @@ def clean_summary(
     for sentence in _sentences(text):
         if not _words(sentence) or _repeats(sentence, seen):
             continue
-        seen.append(set(_words(sentence)))
+        seen.append(_content_words(sentence))
         if _ngrams(_words(sentence), _ECHO_NGRAM) & prompt_grams:
             continue
         kept.append(sentence)
@@ -358,7 +368,7 @@ def _generate(backend: ChatBackend, messages: list[Message], settings: Generatio
             if not any(c in piece for c in ".!?\n"):
                 continue
             done = _sentences(text)[:-1]  # the last one may still be growing
-            if len(done) >= 2 and _repeats(done[-1], [set(_words(s)) for s in done[:-1]]):
+            if len(done) >= 2 and _repeats(done[-1], [_content_words(s) for s in done[:-1]]):
                 break
     finally:
         close = getattr(pieces, "close", None)

@@ -75,7 +75,8 @@ class LlamaCppBackend:
     n_ctx:         context window in tokens.
     f32_kv_cache:  keep the KV cache in F32 (exact parity with transformers on an F32 base).
     seed:          default sampling seed.
-    n_threads:     CPU threads (default: all cores).
+    n_threads:     CPU threads (default: half the logical cores, at least 1: llama.cpp's
+                   threads spin while they wait, so oversubscribing the CPU costs a lot).
     n_gpu_layers:  layers offloaded to a GPU when llama.cpp was built with one (-1: all).
     Not thread-safe for concurrent generation from several threads: calls are serialized.
     """
@@ -101,7 +102,7 @@ class LlamaCppBackend:
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(self.model_path), n_ctx=n_ctx, seed=seed, verbose=False,
-                n_threads=n_threads or os.cpu_count() or 1, n_gpu_layers=n_gpu_layers, **kwargs,
+                n_threads=n_threads or default_threads(), n_gpu_layers=n_gpu_layers, **kwargs,
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelFormatError(
@@ -141,6 +142,7 @@ class LlamaCppBackend:
         return self._llm
 
     def n_ctx(self) -> int:
+        self._check_open()
         # llama.cpp may pad the context (to 256), but llama-cpp-python's buffers keep the size
         # that was asked for: the smaller one is the real limit.
         return min(int(self._llm.n_ctx()), len(self._llm.input_ids))
@@ -149,9 +151,11 @@ class LlamaCppBackend:
         return len(self.tokenize(text, add_bos=False))
 
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = False) -> list[int]:
+        self._check_open()
         return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
 
     def detokenize(self, tokens: list[int]) -> str:
+        self._check_open()
         return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
 
     def apply_chat_template(self, messages: list[Message]) -> str:
@@ -366,6 +370,10 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def adapter_transport() -> str:

@@ -14,9 +14,12 @@ Does not own where vaults live or how users are named (``p2p_local.api``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +42,14 @@ class IngestSettings:
     max_line_bytes:    longest accepted JSONL line.
     max_element_bytes: largest accepted top-level element of a JSON array file.
     max_errors_kept:   rejections kept in the report (all are counted).
+    background_writer: write batches in a background thread while the next one is parsed.
     """
 
-    batch_size: int = 1000
+    batch_size: int = 5000
     max_line_bytes: int = 1024 * 1024
     max_element_bytes: int = 64 * 1024 * 1024
     max_errors_kept: int = 1000
+    background_writer: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_line_bytes", "max_element_bytes", "max_errors_kept"):
@@ -155,13 +160,14 @@ def _opt_str(obj: dict[str, Any], name: str, *, numbers: bool = False) -> str | 
     raise _Bad(f"'{name}' must be a string, got {_jtype(value)}")
 
 
-def item_from_json(obj: object, *, source: str = "jsonl") -> HistoryItem:
+def item_from_json(obj: object, *, source: str | None = None) -> HistoryItem:
     """One JSONL object to a :class:`HistoryItem` (raises :class:`InputError` with the reason).
 
     Schema: ``text``, or an ``input``/``output`` pair (then ``text`` defaults to both joined by
     a newline); optional ``kind`` (text|pair|rating|chat|tag|other; default pair for pairs,
     rating when a score is given, else text), ``label`` (string), ``score`` (finite number),
-    ``time`` (string or number), ``source`` (default ``source``), ``id`` (string or integer),
+    ``time`` (string or number), ``source`` (default: the ``source`` argument, else unset; unset
+    keeps exported files re-ingestable as exact duplicates), ``id`` (string or integer),
     ``meta`` (object). Other keys are kept in ``meta``.
     """
     try:
@@ -170,7 +176,7 @@ def item_from_json(obj: object, *, source: str = "jsonl") -> HistoryItem:
         raise InputError(str(exc)) from None
 
 
-def _item_from_json(obj: object, source: str) -> HistoryItem:
+def _item_from_json(obj: object, source: str | None) -> HistoryItem:
     if not isinstance(obj, dict):
         raise _Bad(f"expected a JSON object, got {_jtype(obj)}")
     text = _opt_str(obj, "text")
@@ -207,7 +213,7 @@ def _item_from_json(obj: object, source: str) -> HistoryItem:
     if extra:
         meta = {**extra, **meta}
     src = obj.get("source", source)
-    if not isinstance(src, str):
+    if src is not None and not isinstance(src, str):
         raise _Bad(f"'source' must be a string, got {_jtype(src)}")
     return HistoryItem(
         text=text,
@@ -245,7 +251,7 @@ def _parse_jsonl(fh: BinaryIO, settings: IngestSettings) -> Iterator[Parsed | Re
         if not body.strip():
             continue  # blank lines are allowed
         try:
-            yield Parsed(lineno, _item_from_json(_loads(body, "line"), "jsonl"))
+            yield Parsed(lineno, _item_from_json(_loads(body, "line"), None))
         except _Bad as exc:
             yield Rejection(lineno, str(exc))
         except InputError as exc:  # HistoryItem's own checks
@@ -681,6 +687,53 @@ def _report(
     )
 
 
+class _Writer:
+    """Applies batches to vaults, in one background thread when ``threaded`` (parsing then
+    overlaps each commit's disk waits); a failure surfaces in the caller's thread. At most one
+    batch waits in the queue, so memory stays bounded."""
+
+    def __init__(self, add: Callable[[str | None, list[HistoryItem]], AddResult], threaded: bool):
+        self._add = add
+        self.results: dict[str | None, AddResult] = {}
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[tuple[str | None, list[HistoryItem]] | None] | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(target=self._run, name="vault-writer", daemon=True)
+            self._thread.start()
+
+    def _apply(self, user: str | None, items: list[HistoryItem]) -> None:
+        res = self._add(user, items)
+        prev = self.results.get(user, AddResult(0, 0))
+        self.results[user] = AddResult(prev.added + res.added, prev.duplicates + res.duplicates)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (job := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, drain without writing
+                try:
+                    self._apply(*job)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    self._error = exc
+
+    def submit(self, user: str | None, items: list[HistoryItem]) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            self._apply(user, items)
+        else:
+            self._queue.put((user, items))
+
+    def close(self) -> None:
+        """Wait for queued batches; raise the writer's failure, if any."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+        if self._error is not None:
+            raise self._error
+
+
 def _store(
     path: Path,
     fmt: str,
@@ -693,37 +746,46 @@ def _store(
     half: bool,
     reject: Callable[[Rejection], None] | None = None,
 ) -> dict[str | None, AddResult]:
-    """The storing pass: buffer items per target and flush them in batches."""
-    results: dict[str | None, AddResult] = {}
+    """The storing pass: buffer items per target and hand them to the writer in batches."""
+
+    def add(user: str | None, items: list[HistoryItem]) -> AddResult:
+        if add_one is not None:
+            return add_one(items)
+        return resolve(user).add(items)  # type: ignore[misc]
+
+    # One transaction (add_one) stays in the caller's thread, which holds the vault's lock.
+    writer = _Writer(add, threaded=settings.background_writer and add_one is None)
     buffers: dict[str | None, list[HistoryItem]] = {}
     buffered = 0
 
     def flush() -> None:
         nonlocal buffered
         for user, items in buffers.items():
-            if not items:
-                continue
-            res = add_one(items) if add_one is not None else resolve(user).add(items)  # type: ignore[misc]
-            prev = results.get(user, AddResult(0, 0))
-            results[user] = AddResult(prev.added + res.added, prev.duplicates + res.duplicates)
+            writer.submit(user, items)
         buffers.clear()
         buffered = 0
 
-    with _open_input(path) as fh:
-        for rec in _records(fh, fmt, settings):
-            if isinstance(rec, Rejection):
-                if reject is None or half:  # the file changed since it was validated
-                    raise InputError(f"{path} changed while it was being ingested: {rec}")
-                reject(rec)
-                continue
-            buffers.setdefault(rec.user, []).append(rec.item)
-            buffered += 1
-            if buffered >= settings.batch_size:
-                flush()
-                if progress:
-                    pos = fh.tell()
-                    progress(total // 2 + pos // 2 if half else pos, total)
-        flush()
-        if progress:
-            progress(total, total)
-    return results
+    try:
+        with _open_input(path) as fh:
+            for rec in _records(fh, fmt, settings):
+                if isinstance(rec, Rejection):
+                    if reject is None or half:  # the file changed since it was validated
+                        raise InputError(f"{path} changed while it was being ingested: {rec}")
+                    reject(rec)
+                    continue
+                buffers.setdefault(rec.user, []).append(rec.item)
+                buffered += 1
+                if buffered >= settings.batch_size:
+                    flush()
+                    if progress:
+                        pos = fh.tell()
+                        progress(total // 2 + pos // 2 if half else pos, total)
+            flush()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            writer.close()  # let queued good batches finish; the first error is the one raised
+        raise
+    writer.close()
+    if progress:
+        progress(total, total)
+    return writer.results

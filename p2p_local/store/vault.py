@@ -2,9 +2,9 @@
 
 Owns the on-disk format of one user's vault directory and every read and write of it:
 
-- ``vault.key``: JSON key file. A random 32-byte data key (DEK) wrapped (AES-256-GCM) under
-  each key slot: passphrase (Argon2id or scrypt), recovery code, optional OS keychain. The file
-  carries an HMAC under a DEK subkey, so no slot can be altered unnoticed. Replaced atomically.
+- ``vault.key`` (its format and slots live in ``_keyfile.py``): a random 32-byte data key (DEK)
+  wrapped under each key slot: passphrase (Argon2id or scrypt), recovery code, optional OS
+  keychain; an HMAC under a DEK subkey covers the file. Replaced atomically.
 - ``vault.db``: sqlite3 (WAL, synchronous=FULL, secure_delete=ON). Each history item is one
   AES-256-GCM row whose associated data binds the store id, the schema version, the row index
   and its keyed dedupe hash; a seal (item count + a hash chain of the rows' GCM tags, under an
@@ -20,14 +20,11 @@ inside it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import shutil
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,30 +32,29 @@ from pathlib import Path
 from typing import Any
 
 from p2p_local.errors import (
-    AuthenticationError,
-    ConfigError,
     InputError,
     IntegrityError,
-    KeychainUnavailableError,
     VaultError,
     VaultExistsError,
     VaultLockedError,
-    VaultNotFoundError,
 )
 from p2p_local.store import _crypto as C
+from p2p_local.store import _keyfile as K
+from p2p_local.store._keyfile import (
+    KEYFILE_NAME,
+    LOCK_NAME,
+    MAX_KEYFILE_BYTES,
+    SCHEMA_VERSION,
+)
 from p2p_local.store.records import HistoryItem, StoredItem
 
-SCHEMA_VERSION = 1
-KEYFILE_NAME = "vault.key"
 DB_NAME = "vault.db"
-LOCK_NAME = "vault.lock"
-KEYFILE_FORMAT = "p2p-local-vault-key"
 DB_FORMAT = "p2p-local-vault-db"
-MAX_KEYFILE_BYTES = 64 * 1024
-MIN_PASSPHRASE_CHARS = 8
 _BATCH = 1000  # rows per executemany
 _PAGE = 512  # rows per read query
 _SEAL_BYTES = 8 + 32 + 32  # count, chain head, HMAC
+DKEY_BYTES = 16  # keyed content hash used for dedupe (truncated HMAC-SHA256)
+_LEGACY_DKEY_BYTES = 32  # databases whose header does not name dkey_bytes (early v1 builds)
 
 
 @dataclass(frozen=True)
@@ -96,70 +92,6 @@ class VaultStats:
     disk_bytes: int = 0
 
 
-# --- small file helpers -------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (0600) via temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{C.random_bytes(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _canonical(obj: object) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-class _WriterLock:
-    """An exclusive ``flock`` on ``vault.lock``, polled until a timeout."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-
-    @contextlib.contextmanager
-    def held(self, timeout: float) -> Iterator[None]:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise VaultLockedError(
-                            f"the vault in {self._path.parent} is busy: another p2p-local process "
-                            f"is writing to it (waited {timeout:g} s); wait for it to finish and "
-                            "try again"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.1)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-
 @contextlib.contextmanager
 def _db_errors(directory: Path) -> Iterator[None]:
     """Turn sqlite errors into vault errors with a next step."""
@@ -179,54 +111,6 @@ def _db_errors(directory: Path) -> Iterator[None]:
             f"the vault database in {directory} is damaged ({text}): restore the directory "
             "from a backup"
         ) from None
-
-
-# --- key file -------------------------------------------------------------------------------
-
-
-def _slot_aad(store_id: bytes, slot: dict[str, Any]) -> bytes:
-    bound = {k: v for k, v in slot.items() if k != "wrapped"}
-    return b"p2p-local/slot\0" + store_id + SCHEMA_VERSION.to_bytes(2, "big") + _canonical(bound)
-
-
-def _wrap_slot(store_id: bytes, dek: bytes, kek: bytes, slot: dict[str, Any]) -> dict[str, Any]:
-    slot = dict(slot)
-    slot["wrapped"] = C.b64e(C.Aead(kek).seal(dek, _slot_aad(store_id, slot)))
-    return slot
-
-
-def _passphrase_slot(store_id: bytes, dek: bytes, passphrase: str, kdf: KdfParams) -> dict:
-    salt = C.random_bytes(C.SALT_BYTES)
-    kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
-    slot = {"type": "passphrase", "kdf": kdf.to_json(), "salt": C.b64e(salt)}
-    return _wrap_slot(store_id, dek, kek, slot)
-
-
-def _recovery_kek(code: bytes, salt: bytes) -> bytes:
-    # 160 random bits need no slow KDF.
-    return C.hkdf(code, b"p2p-local/recovery/v1", salt=salt)
-
-
-def _recovery_slot(store_id: bytes, dek: bytes) -> tuple[dict[str, Any], str]:
-    code = C.new_recovery_code()
-    salt = C.random_bytes(C.SALT_BYTES)
-    kek = _recovery_kek(C.normalize_recovery_code(code), salt)
-    return _wrap_slot(store_id, dek, kek, {"type": "recovery", "salt": C.b64e(salt)}), code
-
-
-def _keychain_slot(store_id: bytes, dek: bytes) -> dict[str, Any]:
-    kek = C.random_bytes(C.KEY_BYTES)
-    account = f"vault-{store_id.hex()}"
-    C.keychain_set(account, C.b64e(kek))
-    return _wrap_slot(store_id, dek, kek, {"type": "keychain", "account": account})
-
-
-def _validate_passphrase(passphrase: str) -> None:
-    if not isinstance(passphrase, str) or len(passphrase) < MIN_PASSPHRASE_CHARS:
-        raise InputError(
-            f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters: choose a "
-            "longer one"
-        )
 
 
 KdfParams = C.KdfParams
@@ -253,9 +137,10 @@ class Vault:
         self._dek = dek
         self._keyfile = keyfile
         self._lock_timeout = lock_timeout
-        self._lock = _WriterLock(directory / LOCK_NAME)
+        self._lock = K.WriterLock(directory / LOCK_NAME)
         self._mutex = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._dkey_bytes = DKEY_BYTES  # read from the database header on open
 
         def sub(purpose: str) -> bytes:
             return C.hkdf(dek, b"p2p-local/v1/" + purpose.encode(), salt=store_id)
@@ -291,7 +176,7 @@ class Vault:
     ) -> CreatedVault:
         """Create a new vault in ``directory``; the recovery code is returned once."""
         directory = Path(directory)
-        _validate_passphrase(passphrase)
+        K.validate_passphrase(passphrase)
         kdf = kdf or KdfParams.default()
         if cls.exists(directory):
             raise VaultExistsError(
@@ -304,7 +189,7 @@ class Vault:
         os.chmod(directory, 0o700)
         store_id = C.random_bytes(16)
         dek = C.random_bytes(C.KEY_BYTES)
-        with _WriterLock(directory / LOCK_NAME).held(lock_timeout):
+        with K.WriterLock(directory / LOCK_NAME).held(lock_timeout):
             if cls.exists(directory):
                 raise VaultExistsError(
                     f"a vault was just created in {directory} by another process"
@@ -312,20 +197,21 @@ class Vault:
             for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
                 with contextlib.suppress(FileNotFoundError):  # leftovers of a crashed create
                     (directory / name).unlink()
-            slots = [_passphrase_slot(store_id, dek, passphrase, kdf)]
-            recovery, code = _recovery_slot(store_id, dek)
+            slots = [K.passphrase_slot(store_id, dek, passphrase, kdf)]
+            recovery, code = K.recovery_slot(store_id, dek)
             slots.append(recovery)
             if use_keychain:
-                slots.append(_keychain_slot(store_id, dek))
+                slots.append(K.keychain_slot(store_id, dek))
             keyfile = {
-                "format": KEYFILE_FORMAT,
+                "format": K.KEYFILE_FORMAT,
                 "schema": SCHEMA_VERSION,
                 "store_id": store_id.hex(),
                 "slots": slots,
             }
             vault = cls(directory, store_id, dek, keyfile, lock_timeout=lock_timeout)
             vault._init_db()
-            vault._write_keyfile()  # last: a crash before here leaves no vault
+            # Last: a crash before this line leaves no vault behind.
+            vault._keyfile = K.write(directory, keyfile, vault._k_keyfile)
         vault._connect()
         return CreatedVault(vault=vault, recovery_code=code)
 
@@ -345,24 +231,16 @@ class Vault:
             raise InputError(
                 "open a vault with exactly one of: passphrase, recovery code, keychain"
             )
-        keyfile = cls._read_keyfile(directory)
+        keyfile = K.read(directory)
         store_id = bytes.fromhex(keyfile["store_id"])
         if passphrase is not None:
-            dek = cls._unwrap_passphrase(directory, keyfile, store_id, passphrase)
+            dek = K.unwrap_passphrase(directory, keyfile, store_id, passphrase)
         elif recovery_code is not None:
-            dek = cls._unwrap_recovery(directory, keyfile, store_id, recovery_code)
+            dek = K.unwrap_recovery(directory, keyfile, store_id, recovery_code)
         else:
-            dek = cls._unwrap_keychain(directory, keyfile, store_id)
+            dek = K.unwrap_keychain(directory, keyfile, store_id)
         vault = cls(directory, store_id, dek, keyfile, lock_timeout=lock_timeout)
-        body = {k: v for k, v in keyfile.items() if k != "mac"}
-        try:
-            tag = C.b64d(keyfile.get("mac"), size=32)
-        except ValueError:
-            tag = b""
-        if not C.mac_ok(vault._k_keyfile, _canonical(body), tag):
-            raise IntegrityError(
-                f"the key file {directory / KEYFILE_NAME} was modified: restore it from a backup"
-            )
+        K.check_mac(directory, keyfile, vault._k_keyfile)
         if not (directory / DB_NAME).is_file():
             raise IntegrityError(
                 f"the vault database {directory / DB_NAME} is missing: restore it from a backup"
@@ -375,120 +253,6 @@ class Vault:
             vault.close()
             raise
         return vault
-
-    @staticmethod
-    def _read_keyfile(directory: Path) -> dict[str, Any]:
-        path = directory / KEYFILE_NAME
-        if not path.is_file():
-            raise VaultNotFoundError(f"no vault in {directory}: create one with `p2p-local init`")
-        damaged = f"the key file {path} is damaged"
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_KEYFILE_BYTES + 1)
-            if len(raw) > MAX_KEYFILE_BYTES:
-                raise ValueError("too large")
-            data = json.loads(raw.decode("utf-8"))
-            if not isinstance(data, dict) or data.get("format") != KEYFILE_FORMAT:
-                raise ValueError("not a p2p-local key file")
-            if data.get("schema") != SCHEMA_VERSION:
-                raise ValueError(f"unknown schema {data.get('schema')!r}")
-            if (
-                not isinstance(data.get("store_id"), str)
-                or len(bytes.fromhex(data["store_id"])) != 16
-            ):
-                raise ValueError("bad store id")
-            slots = data.get("slots")
-            if not isinstance(slots, list) or not all(isinstance(s, dict) for s in slots):
-                raise ValueError("bad slots")
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            raise IntegrityError(f"{damaged} ({exc}): restore it from a backup") from None
-        return data
-
-    @staticmethod
-    def _slot(keyfile: dict[str, Any], kind: str) -> dict[str, Any] | None:
-        return next((s for s in keyfile["slots"] if s.get("type") == kind), None)
-
-    @classmethod
-    def _unwrap(
-        cls, directory: Path, store_id: bytes, slot: dict[str, Any], kek: bytes, what: str
-    ) -> bytes:
-        try:
-            wrapped = C.b64d(slot.get("wrapped"))
-        except ValueError:
-            wrapped = b""
-        dek = C.Aead(kek).open(wrapped, _slot_aad(store_id, slot), what=what)
-        if len(dek) != C.KEY_BYTES:
-            raise IntegrityError(f"the key file {directory / KEYFILE_NAME} is damaged")
-        return dek
-
-    @classmethod
-    def _unwrap_passphrase(
-        cls, directory: Path, keyfile: dict[str, Any], store_id: bytes, passphrase: str
-    ) -> bytes:
-        slot = cls._slot(keyfile, "passphrase")
-        keypath = directory / KEYFILE_NAME
-        if slot is None:
-            raise IntegrityError(f"the key file {keypath} has no passphrase slot")
-        try:
-            kdf = KdfParams.from_json(slot.get("kdf"))
-            salt = C.b64d(slot.get("salt"), size=C.SALT_BYTES)
-        except (ConfigError, ValueError) as exc:
-            raise IntegrityError(
-                f"the key file {keypath} asks for key-derivation settings this library refuses "
-                f"({exc}); it is damaged or was tampered with: restore it from a backup"
-            ) from None
-        kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
-        try:
-            return cls._unwrap(directory, store_id, slot, kek, "passphrase")
-        except AuthenticationError:
-            raise AuthenticationError(
-                f"wrong passphrase for the vault in {directory}: try again, or open it with "
-                "your recovery code"
-            ) from None
-
-    @classmethod
-    def _unwrap_recovery(
-        cls, directory: Path, keyfile: dict[str, Any], store_id: bytes, code: str
-    ) -> bytes:
-        slot = cls._slot(keyfile, "recovery")
-        if slot is None:
-            raise IntegrityError(f"the key file {directory / KEYFILE_NAME} has no recovery slot")
-        raw = C.normalize_recovery_code(code)
-        try:
-            salt = C.b64d(slot.get("salt"), size=C.SALT_BYTES)
-        except ValueError:
-            salt = b""
-        try:
-            return cls._unwrap(directory, store_id, slot, _recovery_kek(raw, salt), "recovery")
-        except AuthenticationError:
-            raise AuthenticationError(
-                f"wrong recovery code for the vault in {directory}: check it letter by letter"
-            ) from None
-
-    @classmethod
-    def _unwrap_keychain(cls, directory: Path, keyfile: dict[str, Any], store_id: bytes) -> bytes:
-        slot = cls._slot(keyfile, "keychain")
-        if slot is None:
-            raise KeychainUnavailableError(
-                f"the vault in {directory} has no keychain slot: open it with the passphrase"
-            )
-        secret = C.keychain_get(str(slot.get("account")))
-        if secret is None:
-            raise KeychainUnavailableError(
-                f"the OS keychain has no key for the vault in {directory}: open it with the "
-                "passphrase"
-            )
-        try:
-            kek = C.b64d(secret, size=C.KEY_BYTES)
-        except ValueError:
-            kek = b"\0" * C.KEY_BYTES
-        return cls._unwrap(directory, store_id, slot, kek, "the keychain key")
-
-    def _write_keyfile(self) -> None:
-        body = {k: v for k, v in self._keyfile.items() if k != "mac"}
-        body["mac"] = C.b64e(C.mac(self._k_keyfile, _canonical(body)))
-        _atomic_write(self._dir / KEYFILE_NAME, json.dumps(body, indent=1).encode("utf-8"))
-        self._keyfile = body
 
     # --- database --------------------------------------------------------------------------
 
@@ -516,8 +280,13 @@ class Vault:
 
     def _init_db(self) -> None:
         self._connect()
-        header = _canonical(
-            {"format": DB_FORMAT, "schema": SCHEMA_VERSION, "store_id": self._store_id.hex()}
+        header = K.canonical(
+            {
+                "format": DB_FORMAT,
+                "schema": SCHEMA_VERSION,
+                "store_id": self._store_id.hex(),
+                "dkey_bytes": DKEY_BYTES,
+            }
         )
         with _db_errors(self._dir):
             c = self._db
@@ -561,6 +330,10 @@ class Vault:
             data = {}
         if data.get("store_id") != self._store_id.hex() or data.get("schema") != SCHEMA_VERSION:
             raise IntegrityError(f"the vault database in {self._dir} has a foreign header")
+        dkey_bytes = data.get("dkey_bytes", _LEGACY_DKEY_BYTES)
+        if dkey_bytes not in (DKEY_BYTES, _LEGACY_DKEY_BYTES):
+            raise IntegrityError(f"the vault database in {self._dir} has an unknown key size")
+        self._dkey_bytes = dkey_bytes
 
     def _seal_payload(self, count: int, chain: bytes) -> bytes:
         return count.to_bytes(8, "big") + chain
@@ -661,6 +434,9 @@ class Vault:
             cur = self._db.execute("DELETE FROM blobs WHERE nkey = ?", (nkey,))
             return cur.rowcount > 0
 
+    def _dedupe_key(self, content_sha256: bytes) -> bytes:
+        return C.mac(self._k_dedupe, content_sha256)[: self._dkey_bytes]
+
     def _blob_key(self, name: str) -> bytes:
         if not isinstance(name, str) or not name or len(name) > 512:
             raise InputError(f"blob name must be a non-empty string of <= 512 chars, got {name!r}")
@@ -752,7 +528,7 @@ class Vault:
                 (dkey,) = self._db.execute(
                     "SELECT dkey FROM items WHERE row = ?", (stored.row,)
                 ).fetchone()
-            if dkey != C.mac(self._k_dedupe, bytes.fromhex(stored.digest)):
+            if dkey != self._dedupe_key(bytes.fromhex(stored.digest)):
                 raise IntegrityError(f"row {stored.row} of the vault in {self._dir} is damaged")
             n += 1
         with self._mutex, _db_errors(self._dir):
@@ -787,28 +563,28 @@ class Vault:
     @property
     def kdf_params(self) -> KdfParams:
         """The passphrase slot's key-derivation settings."""
-        slot = self._slot(self._keyfile, "passphrase")
+        slot = K.find_slot(self._keyfile, "passphrase")
         return KdfParams.from_json(slot["kdf"]) if slot else KdfParams.default()
 
     @property
     def has_keychain_slot(self) -> bool:
-        return self._slot(self._keyfile, "keychain") is not None
+        return K.find_slot(self._keyfile, "keychain") is not None
 
     def _replace_slot(self, kind: str, slot: dict[str, Any]) -> None:
         with self._mutex, self._lock.held(self._lock_timeout):
             slots = [s for s in self._keyfile["slots"] if s.get("type") != kind] + [slot]
             self._keyfile = {**self._keyfile, "slots": slots}
-            self._write_keyfile()
+            self._keyfile = K.write(self._dir, self._keyfile, self._k_keyfile)
 
     def change_passphrase(self, new_passphrase: str, *, kdf: KdfParams | None = None) -> None:
         """Rewrap the data key under a new passphrase (fresh salt); data is not re-encrypted."""
-        _validate_passphrase(new_passphrase)
-        slot = _passphrase_slot(self._store_id, self._dek, new_passphrase, kdf or self.kdf_params)
+        K.validate_passphrase(new_passphrase)
+        slot = K.passphrase_slot(self._store_id, self._dek, new_passphrase, kdf or self.kdf_params)
         self._replace_slot("passphrase", slot)
 
     def reset_recovery_code(self) -> str:
         """Replace the recovery slot; the old code stops working. Returns the new code (once)."""
-        slot, code = _recovery_slot(self._store_id, self._dek)
+        slot, code = K.recovery_slot(self._store_id, self._dek)
         self._replace_slot("recovery", slot)
         return code
 
@@ -840,7 +616,7 @@ class Vault:
         if not directory.exists():
             return False
         keypath = directory / KEYFILE_NAME
-        with _WriterLock(directory / LOCK_NAME).held(lock_timeout):
+        with K.WriterLock(directory / LOCK_NAME).held(lock_timeout):
             account = None
             if keypath.is_file():
                 with contextlib.suppress(ValueError, OSError):
@@ -859,7 +635,7 @@ class Vault:
                     fh.flush()
                     os.fsync(fh.fileno())
                 keypath.unlink()
-                _fsync_dir(directory)
+                K.fsync_dir(directory)
             if isinstance(account, str):
                 C.keychain_delete(account)
             for path in directory.iterdir():
@@ -898,7 +674,7 @@ class VaultWriter:
 
     def _add_batch(self, batch: list[HistoryItem]) -> tuple[int, int]:
         v = self._vault
-        k_dedupe = v._k_dedupe
+        dedupe_key, sha = v._dedupe_key, C.sha256
         prepared: list[tuple[bytes, bytes]] = []
         seen: set[bytes] = set()
         dups = 0
@@ -912,7 +688,7 @@ class VaultWriter:
                     "a history item contains an unpaired UTF-16 surrogate (like \\ud800): fix "
                     "the text's encoding"
                 ) from None
-            dkey = C.mac(k_dedupe, C.sha256(pt))
+            dkey = dedupe_key(sha(pt))
             if dkey in seen:
                 dups += 1
                 continue
@@ -921,19 +697,21 @@ class VaultWriter:
         conn = v._db
         existing: set[bytes] = set()
         with _db_errors(v._dir):
-            for i in range(0, len(prepared), 500):
-                part = [d for d, _ in prepared[i : i + 500]]
+            for i in range(0, len(prepared), 900):
+                part = [d for d, _ in prepared[i : i + 900]]
                 marks = ",".join("?" * len(part))
                 sql = f"SELECT dkey FROM items WHERE dkey IN ({marks})"
                 existing.update(r[0] for r in conn.execute(sql, part))
         rows = []
-        seal, aad, chain, row = v._rows.seal, v._row_aad, self.chain, self.count
-        sha = C.sha256
-        for dkey, pt in prepared:
+        encrypt, aad, chain, row = v._rows.encrypt_with_nonce, v._row_aad, self.chain, self.count
+        nonces = C.random_bytes(C.NONCE_BYTES * len(prepared))  # one syscall per batch
+        n = C.NONCE_BYTES
+        for i, (dkey, pt) in enumerate(prepared):
             if dkey in existing:
                 dups += 1
                 continue
-            blob = seal(pt, aad + row.to_bytes(8, "big") + dkey)
+            nonce = nonces[i * n : i * n + n]
+            blob = nonce + encrypt(nonce, pt, aad + row.to_bytes(8, "big") + dkey)
             chain = sha(chain + blob[-C.TAG_BYTES :])
             rows.append((row, dkey, blob))
             row += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from p2p_local.adapter import LoraAdapter
-from p2p_local.errors import TrainingError
+from p2p_local.errors import ConfigError, TrainingError
 from p2p_local.train.config import TrainConfig
 from p2p_local.train.data import Example, TrainData
 from p2p_local.train.models import BaseModel, PlainLora, load_base
@@ -58,6 +58,8 @@ def run_training(
     acc = make_accelerator(config)
     say = log if (log is not None and acc.is_main_process) else (lambda _text: None)
     if config.run.mode == "oppu":  # the user's own history: no profiles to prepare
+        if prepare_only:
+            raise ConfigError("--prepare-only applies to the p2p and mt_lora modes")
         data = profiles_cache.oppu_data(config)
     else:
         if config.data.prepared:
@@ -70,6 +72,7 @@ def run_training(
         if prepare_only:
             return data_dir
         data = TrainData.load(data_dir)
+        data.meta["prepared_dir"] = str(data_dir)
         say(f"data: {data_dir}")
     if base is None:
         say(f"loading base model {config.model.base!r}")

@@ -214,9 +214,11 @@ class Trainer:
         base.model.to(device)
         base.model.requires_grad_(False)
         if run.grad_checkpointing:
-            base.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            kwargs = {"use_reentrant": False}
+            if hasattr(base.model, "activation_checkpointing_enable"):  # transformers >= 5
+                base.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
             base.model.train()  # transformers checkpoints only in training mode
         else:
             base.model.eval()
@@ -265,15 +267,17 @@ class Trainer:
 
     def _forward(self, model: nn.Module, batch: Batch, label_smoothing: float,
                  emb_rows: list[int] | None = None) -> tuple[LmLoss, Tensor]:
+        """Generate the LoRAs, set them in the hooks and run the base model.
+
+        The hooks keep the LoRAs until the caller clears them, after the backward pass
+        (gradient checkpointing runs the hooks again during it).
+        """
         rows = batch.emb_rows if emb_rows is None else emb_rows
         emb = self.embeddings[torch.as_tensor(rows, device=self.embeddings.device).clamp(min=0)]
         with self.acc.autocast():
             weights = model(emb)
             self.injector.set(weights)
-            try:
-                lm = lm_loss(self.base.model, batch, label_smoothing)
-            finally:
-                self.injector.clear()
+            lm = lm_loss(self.base.model, batch, label_smoothing)
             reg = weights.squared_mean()
         return lm, reg
 
@@ -325,12 +329,15 @@ class Trainer:
         for start in range(0, len(mine), bs):
             idx = mine[start : start + bs]
             batch = self._batch([draws[i] for i in idx], "val")
-            lm, _ = self._forward(model, batch, 0.0)
-            sums[0] += lm.nll_sum.double()
-            sums[1] += lm.n_tokens
-            if shuffled is not None:
-                lm_s, _ = self._forward(model, batch, 0.0, [shuffled[i] for i in idx])
-                sums[2] += lm_s.nll_sum.double()
+            try:
+                lm, _ = self._forward(model, batch, 0.0)
+                sums[0] += lm.nll_sum.double()
+                sums[1] += lm.n_tokens
+                if shuffled is not None:
+                    lm_s, _ = self._forward(model, batch, 0.0, [shuffled[i] for i in idx])
+                    sums[2] += lm_s.nll_sum.double()
+            finally:
+                self.injector.clear()
         model.train(was_training)
         sums = self.acc.reduce(sums, reduction="sum")
         out = {"val_ce": float(sums[0] / sums[1]), "val_tokens": int(sums[1])}
@@ -449,14 +456,11 @@ class Trainer:
         step = start
         steps_this_call = 0
         progress = self._progress(start)
-        stopped_early = False
         try:
             while step < run.max_steps:
                 if stop_after is not None and steps_this_call >= stop_after:
-                    stopped_early = True
                     break
                 if time_limit_s is not None and self._out_of_time(t_start, time_limit_s):
-                    stopped_early = True
                     break
                 rng_before = rng_state()
                 try:
@@ -532,9 +536,12 @@ class Trainer:
             batch = self._batch(draws)
             last = micro == run.grad_accum - 1
             with nullcontext() if last else acc.no_sync(self.model):
-                lm, reg = self._forward(self.model, batch, opt.label_smoothing)
-                loss = lm.loss + opt.reg_weight * reg
-                acc.backward(loss / run.grad_accum)
+                try:
+                    lm, reg = self._forward(self.model, batch, opt.label_smoothing)
+                    loss = lm.loss + opt.reg_weight * reg
+                    acc.backward(loss / run.grad_accum)
+                finally:
+                    self.injector.clear()
             total += float(loss.detach())
             if window is not None:
                 window[0] += float(loss.detach())

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from p2p_local.cli.main import app
+from typer.testing import CliRunner
 
 PASS = "cli test passphrase"
 SAMPLE = Path(__file__).resolve().parents[2] / "p2p_local" / "data" / "sample_history.jsonl"
@@ -72,8 +71,10 @@ def test_passphrase_file_option(cli, tmp_path: Path) -> None:
     pf = tmp_path / "pass.txt"
     pf.write_text(PASS + "\nignored second line\n")
     init(cli)
-    assert cli("history", "count", "--passphrase-file", str(pf),
-               P2P_LOCAL_PASSPHRASE="").stdout == "0\n"
+    assert (
+        cli("history", "count", "--passphrase-file", str(pf), P2P_LOCAL_PASSPHRASE="").stdout
+        == "0\n"
+    )
 
 
 def test_bad_lines_are_listed_and_exit_nonzero(cli, tmp_path: Path) -> None:
@@ -135,12 +136,22 @@ def test_passwd_and_recovery(cli, tmp_path: Path) -> None:
     cli("passwd", P2P_LOCAL_NEW_PASSPHRASE="second passphrase")
     cli("history", "count", code=3)
     assert cli("history", "count", P2P_LOCAL_PASSPHRASE="second passphrase").stdout == "0\n"
-    res = cli("passwd", "--recovery", "--new-recovery-code", P2P_LOCAL_RECOVERY_CODE=code,
-              P2P_LOCAL_NEW_PASSPHRASE="third passphrase")
+    res = cli(
+        "passwd",
+        "--recovery",
+        "--new-recovery-code",
+        P2P_LOCAL_RECOVERY_CODE=code,
+        P2P_LOCAL_NEW_PASSPHRASE="third passphrase",
+    )
     new_code = RECOVERY.search(res.stdout).group(1)
     assert new_code != code
-    cli("passwd", "--recovery", code=3, P2P_LOCAL_RECOVERY_CODE=code,
-        P2P_LOCAL_NEW_PASSPHRASE="fourth passphrase")
+    cli(
+        "passwd",
+        "--recovery",
+        code=3,
+        P2P_LOCAL_RECOVERY_CODE=code,
+        P2P_LOCAL_NEW_PASSPHRASE="fourth passphrase",
+    )
     assert cli("history", "count", P2P_LOCAL_PASSPHRASE="third passphrase").stdout == "0\n"
     cli("passwd", code=2, P2P_LOCAL_PASSPHRASE="third passphrase", P2P_LOCAL_NEW_PASSPHRASE="short")
 
@@ -160,11 +171,30 @@ def test_forget_needs_yes_and_destroys_everything(cli, home: Path) -> None:
 def test_lamp_file_with_user_ids_makes_one_vault_per_user(cli, tmp_path: Path) -> None:
     init(cli, "lamp")
     f = tmp_path / "questions.json"
-    f.write_text(json.dumps([
-        {"id": "1", "user_id": "310", "input": "?", "profile": [{"text": "a", "score": "4"}]},
-        {"id": "2", "user_id": "u/7", "input": "?", "profile": [{"text": "b"}, {"text": "c"}]},
-        {"id": "3", "user_id": "310", "input": "?", "profile": [{"text": "d", "score": "1"}]},
-    ]))
+    f.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "1",
+                    "user_id": "310",
+                    "input": "?",
+                    "profile": [{"text": "a", "score": "4"}],
+                },
+                {
+                    "id": "2",
+                    "user_id": "u/7",
+                    "input": "?",
+                    "profile": [{"text": "b"}, {"text": "c"}],
+                },
+                {
+                    "id": "3",
+                    "user_id": "310",
+                    "input": "?",
+                    "profile": [{"text": "d", "score": "1"}],
+                },
+            ]
+        )
+    )
     data = json.loads(cli("ingest", str(f), "--user", "lamp", "--json").stdout)
     assert data["format"] == "lamp" and data["added"] == 4
     names = sorted(data["created"])
@@ -194,6 +224,7 @@ def test_vault_commands_do_not_import_heavy_libraries(home: Path) -> None:
         "print(heavy)"
     )
     env = {**os.environ, "P2P_LOCAL_PASSPHRASE": PASS}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

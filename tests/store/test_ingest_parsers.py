@@ -31,7 +31,9 @@ PASS = "ingest test passphrase"
 
 @pytest.fixture
 def vault(tmp_path: Path):
-    v = Vault.create(tmp_path / "v", PASS, kdf=KdfParams(memory_kib=64, iterations=1, lanes=1)).vault
+    v = Vault.create(
+        tmp_path / "v", PASS, kdf=KdfParams(memory_kib=64, iterations=1, lanes=1)
+    ).vault
     yield v
     v.close()
 
@@ -113,7 +115,9 @@ def test_batches_commit_as_they_go(vault: Vault, tmp_path: Path) -> None:
     path.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(250)))
     seen: list[int] = []
     report = ingest_file(
-        path, one(vault), settings=IngestSettings(batch_size=100),
+        path,
+        one(vault),
+        settings=IngestSettings(batch_size=100, background_writer=False),
         progress=lambda done, total: seen.append(vault.count()),
     )
     assert report.added == 250
@@ -122,7 +126,12 @@ def test_batches_commit_as_they_go(vault: Vault, tmp_path: Path) -> None:
 
 def test_jsonl_schema_defaults_and_extra_keys() -> None:
     it = item_from_json({"input": "i", "output": "o", "user_id": 5, "meta": {"a": 1}})
-    assert (it.kind, it.text, it.source, it.meta) == ("pair", "i\no", "jsonl", {"user_id": 5, "a": 1})
+    assert (it.kind, it.text, it.source, it.meta) == (
+        "pair",
+        "i\no",
+        None,
+        {"user_id": 5, "a": 1},
+    )
     assert item_from_json({"text": "t", "score": 4}).kind == "rating"
     assert item_from_json({"text": "t", "id": 12, "label": 3}).id == "12"
     assert item_from_json({"text": "t", "source": "mine"}).source == "mine"
@@ -146,16 +155,21 @@ def test_export_lines_reingest_as_duplicates(vault: Vault, tmp_path: Path) -> No
 
 
 LAMP = [
-    {"id": "q1", "input": "Which category...", "user_id": "u1", "profile": [
-        {"id": "p1", "text": "Article body", "title": "Headline", "date": "2020-01-01"},
-        {"id": "p2", "text": "Story", "title": "T", "category": "sports"},
-        {"id": "p3", "title": "Paper", "abstract": "We study..."},
-        {"id": "p4", "description": "A heist film", "tag": "crime"},
-        {"id": "p5", "text": "Great blender", "score": "5"},
-        {"id": "p6", "text": "a tweet"},
-        {"id": "p7", "score": "3"},
-        "not an object",
-    ]},
+    {
+        "id": "q1",
+        "input": "Which category...",
+        "user_id": "u1",
+        "profile": [
+            {"id": "p1", "text": "Article body", "title": "Headline", "date": "2020-01-01"},
+            {"id": "p2", "text": "Story", "title": "T", "category": "sports"},
+            {"id": "p3", "title": "Paper", "abstract": "We study..."},
+            {"id": "p4", "description": "A heist film", "tag": "crime"},
+            {"id": "p5", "text": "Great blender", "score": "5"},
+            {"id": "p6", "text": "a tweet"},
+            {"id": "p7", "score": "3"},
+            "not an object",
+        ],
+    },
     {"id": "q2", "input": "...", "user_id": 42, "profile": [{"text": "u42 item"}]},
     {"id": "q3", "input": "no profile"},
     {"id": "q4", "input": "...", "profile": [{"text": "no user id"}]},
@@ -165,7 +179,11 @@ LAMP = [
 def test_lamp_profile_items_map_to_kinds() -> None:
     items = [lamp_profile_item(p) for p in LAMP[0]["profile"][:6]]
     assert [i.kind for i in items] == ["pair", "tag", "pair", "tag", "rating", "text"]
-    assert (items[0].input, items[0].output, items[0].time) == ("Article body", "Headline", "2020-01-01")
+    assert (items[0].input, items[0].output, items[0].time) == (
+        "Article body",
+        "Headline",
+        "2020-01-01",
+    )
     assert items[1].label == "sports" and items[3].label == "crime"
     assert (items[2].input, items[2].output) == ("We study...", "Paper")
     assert items[4].score == 5.0 and all(i.source == "lamp" for i in items)
@@ -201,9 +219,18 @@ def test_lamp_file_routes_items_by_user_id(vault: Vault, tmp_path: Path) -> None
 
 def chatgpt_export() -> list[dict]:
     def node(nid, parent, role, parts, t, **extra):
-        return {"id": nid, "parent": parent, "children": [], "message": {
-            "id": nid, "author": {"role": role}, "create_time": t,
-            "content": {"content_type": "text", "parts": parts}, **extra}}
+        return {
+            "id": nid,
+            "parent": parent,
+            "children": [],
+            "message": {
+                "id": nid,
+                "author": {"role": role},
+                "create_time": t,
+                "content": {"content_type": "text", "parts": parts},
+                **extra,
+            },
+        }
 
     mapping = {
         "root": {"id": "root", "parent": None, "children": ["s"], "message": None},
@@ -212,8 +239,14 @@ def chatgpt_export() -> list[dict]:
         "u1": node("u1", "s", "user", ["first question", {"image": "x"}, "more"], 10.0),
         "a1": node("a1", "u1", "assistant", ["an answer"], 15.0),
         "img": node("img", "a1", "user", [{"asset_pointer": "file"}], 25.0),
-        "hid": node("hid", "a1", "user", ["hidden context"], 26.0,
-                    metadata={"is_visually_hidden_from_conversation": True}),
+        "hid": node(
+            "hid",
+            "a1",
+            "user",
+            ["hidden context"],
+            26.0,
+            metadata={"is_visually_hidden_from_conversation": True},
+        ),
         "bad": {"id": "bad", "message": {"author": {"role": "user"}, "content": {}}},
     }
     return [
@@ -247,7 +280,7 @@ def test_detect_format(tmp_path: Path) -> None:
 def test_broken_json_arrays_are_reported_per_element(tmp_path: Path) -> None:
     path = tmp_path / "q.json"
     good = json.dumps({"profile": [{"text": "ok"}]})
-    path.write_text(f"[\n{good},\n{{bad json}},\n 7,\n{good[:-1]}, \"x\": 1}}\n]\njunk")
+    path.write_text(f'[\n{good},\n{{bad json}},\n 7,\n{good[:-1]}, "x": 1}}\n]\njunk')
     recs = list(iter_records(path, "lamp"))
     kinds = [type(r).__name__ for r in recs]
     assert kinds == ["Parsed", "Rejection", "Rejection", "Parsed", "Rejection"]
@@ -275,10 +308,13 @@ def test_oversized_elements_are_skipped_without_stopping(tmp_path: Path) -> None
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet=st.characters(
-        codec="utf-8", exclude_characters="\x00"), max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

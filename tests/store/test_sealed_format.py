@@ -131,4 +131,8 @@ def test_files_are_written_atomically_and_privately(tmp_path: Path) -> None:
     bad_out = tmp_path / "bad.bin"
     with pytest.raises(AuthenticationError):
         sealed.open_sealed_file(enc, bad_out, PASS)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter.bin", "adapter.sealed", "back.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "adapter.bin",
+        "adapter.sealed",
+        "back.bin",
+    ]

@@ -38,18 +38,29 @@ def env() -> dict[str, str]:
     return {**os.environ, "P2P_LOCAL_PASSPHRASE": PASS}
 
 
+INGEST_SMALL_BATCHES = (
+    "import sys; from p2p_local.api import Personalizer; "
+    "from p2p_local.store.ingest import IngestSettings; "
+    "p = Personalizer(sys.argv[1], passphrase=sys.argv[2]); "
+    "p.ingest_file(sys.argv[3], settings=IngestSettings(batch_size=500))"
+)
+
+
 def test_sigkill_mid_ingest_then_reingest_stores_exactly_the_good_lines(
     home: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "big.jsonl"
-    good = write_jsonl(path, 30_000, "crash", bad_every=997)
+    good = write_jsonl(path, 20_000, "crash", bad_every=997)
     p = Personalizer.create("alice", PASS)
-    proc = subprocess.Popen(ingest_cmd(path, "alice"), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INGEST_SMALL_BATCHES, "alice", PASS, str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
-        while p.count() < 2000 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        while p.count() < 1000 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -59,7 +70,7 @@ def test_sigkill_mid_ingest_then_reingest_stores_exactly_the_good_lines(
     assert p.vault.verify().items == at_kill  # committed batches only, seal intact
     report = p.ingest_file(path)
     assert (report.added, report.duplicates) == (good - at_kill, at_kill)
-    assert report.rejected == 30_000 - good
+    assert report.rejected == 20_000 - good
     assert p.count() == good
     assert p.vault.verify().items == good
     p.close()
@@ -70,10 +81,18 @@ def test_two_processes_ingesting_at_once_serialize(home: Path, tmp_path: Path) -
     na = write_jsonl(a, 15_000, "first")
     nb = write_jsonl(b, 15_000, "second")
     Personalizer.create("bob", PASS).close()
-    procs = [subprocess.Popen(ingest_cmd(f, "bob"), env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for f in (a, b)]
+    procs = [
+        subprocess.Popen(
+            ingest_cmd(f, "bob"),
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for f in (a, b)
+    ]
     outs = [proc.communicate(timeout=300) for proc in procs]
-    for proc, (out, err) in zip(procs, outs):
+    for proc, (out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
         assert "added 15000" in out
     with Personalizer("bob", passphrase=PASS) as p:
@@ -90,8 +109,12 @@ def test_no_plaintext_under_the_data_dir(home: Path, tmp_path: Path) -> None:
     src = tmp_path / "canary.jsonl"
     with open(src, "w") as fh:
         for i in range(3000):
-            fh.write(json.dumps({"text": f"note {i} {canary}", "label": canary,
-                                 "meta": {"secret": canary}}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"text": f"note {i} {canary}", "label": canary, "meta": {"secret": canary}}
+                )
+                + "\n"
+            )
     p = Personalizer.create("carol", PASS)
     assert p.ingest_file(src).added == 3000
     p.vault.put_blob("profile/summary", f"summary mentioning {canary}".encode())

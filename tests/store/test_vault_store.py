@@ -53,8 +53,16 @@ def test_add_dedupes_by_content_and_keeps_order(vault: Vault) -> None:
 
 def test_items_round_trip_exactly(vault: Vault) -> None:
     rich = HistoryItem(
-        text="q\na", input="q", output="a", kind="pair", label="x", score=4.5,
-        time="2025-01-01", source="s", id="7", meta={"nested": {"l": [1, None, True]}, "é": "🚲"},
+        text="q\na",
+        input="q",
+        output="a",
+        kind="pair",
+        label="x",
+        score=4.5,
+        time="2025-01-01",
+        source="s",
+        id="7",
+        meta={"nested": {"l": [1, None, True]}, "é": "🚲"},
     )
     vault.add([rich])
     (stored,) = list(vault.iter_items())
@@ -221,8 +229,12 @@ def test_stats(vault: Vault) -> None:
     vault.add(items(3) + [HistoryItem(text="r", kind="rating", score=3, source="lamp")])
     vault.put_blob("x", b"1")
     s = vault.stats()
-    assert (s.items, s.kinds, s.sources, s.blobs) == (4, {"text": 3, "rating": 1},
-                                                      {"test": 3, "lamp": 1}, 1)
+    assert (s.items, s.kinds, s.sources, s.blobs) == (
+        4,
+        {"text": 3, "rating": 1},
+        {"test": 3, "lamp": 1},
+        1,
+    )
     assert s.disk_bytes > 0
 
 

@@ -135,3 +135,18 @@ def test_mt_lora_and_oppu_share_the_loop(tmp_path, tiny_base, tiny_base_dir) -> 
     moved = [float((oppu.a[n] - mt.a[n]).abs().max()) for n in mt.a]
     assert max(moved) > 0
     assert len(tiny_base.model.model.layers[0].self_attn.q_proj._forward_hooks) == 0
+
+
+def test_gradient_checkpointing_gives_the_same_run(tmp_path, tiny_base_dir) -> None:
+    from p2p_local.train.models import load_base
+
+    data = make_data()
+    weights = []
+    for flag in (False, True):
+        trainer = _trainer(tmp_path / str(flag), data, load_base(str(tiny_base_dir)),
+                           tiny_base_dir, max_steps=3, grad_checkpointing=flag)
+        trainer.fit()
+        trainer.close()
+        weights.append(trainer.trainable.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-6)

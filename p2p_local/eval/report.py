@@ -1,0 +1,121 @@
+"""The evaluation's Markdown tables, laid out like the P2P paper's Tables 1-2.
+
+Owns :func:`markdown_table` (one task: a row per method with the task's metrics, the unparsable
+answers, the average per-instance inference time and the per-user preparation time; the best
+value of each metric among the methods in bold; the best constant answer as a reference row)
+and :func:`combined_table` (several tasks side by side, one column group per task, as the
+paper's tables put LaMP tasks). Reads results only; does not run anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from p2p_local.eval.metrics import HIGHER_IS_BETTER, METRICS
+
+if TYPE_CHECKING:
+    from p2p_local.eval.harness import EvalReport
+
+LABELS = {"mae": "MAE", "rmse": "RMSE", "accuracy": "Acc", "f1": "F1",
+          "rouge1": "ROUGE-1", "rougeL": "ROUGE-L"}
+
+
+def _arrow(metric: str) -> str:
+    return "↑" if HIGHER_IS_BETTER[metric] else "↓"
+
+
+def _best(values: dict[str, float], metric: str) -> float | None:
+    if not values:
+        return None
+    pick = max if HIGHER_IS_BETTER[metric] else min
+    return pick(values.values())
+
+
+def _fmt(value: float | None, best: float | None = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.4f}"
+    return f"**{text}**" if best is not None and abs(value - best) < 1e-12 else text
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def markdown_table(report: EvalReport) -> str:
+    """The table of one evaluation, with a heading that names the task, split and sizes."""
+    metrics = METRICS[report.kind]
+    lines = [
+        f"### {report.task} ({report.kind}), {report.split} split: "
+        f"{report.n_users} held-out users, {report.n_queries} queries",
+        "",
+        "| method | " + " | ".join(f"{LABELS[m]} {_arrow(m)}" for m in metrics)
+        + " | unparsable | s / query | setup s / user |",
+        "|---|" + "---:|" * (len(metrics) + 3),
+    ]
+    best = {m: _best({n: r.scores.metrics[m] for n, r in report.results.items()}, m)
+            for m in metrics}
+    for name, r in report.results.items():
+        cells = [_fmt(r.scores.metrics[m], best[m]) for m in metrics]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {r.scores.unparsable}/{r.scores.n} | {_seconds(r.seconds_per_query)}"
+                     f" | {_seconds(r.setup_seconds_per_user)} |")
+    c = report.best_constant
+    if c is not None:
+        cells = [_fmt(c.scores.metrics[m]) for m in metrics]
+        lines.append(f"| best constant (\"{c.answer}\") | " + " | ".join(cells) + " | - | - | - |")
+    meta = report.meta
+    notes = [
+        "",
+        f"Base model {meta.get('model', '?')} on {meta.get('backend', '?')}, greedy decoding; "
+        f"{meta.get('hardware', '')}.",
+    ]
+    if "checkpoint" in meta:
+        notes.append(f"Hypernetwork checkpoint {meta['checkpoint']['id']}.")
+    if meta.get("summary_seconds_per_user") is not None:
+        notes.append(f"LLM summaries (PAG, P2P profiles): "
+                     f"{meta['summary_seconds_per_user']:.1f} s per user, not in the times above.")
+    notes.append("s / query: average per-instance inference time (profile / retrieval / adapter "
+                 "work for the query + generation); setup s / user: per-user preparation "
+                 "(P2P adapter generation, OPPU training).")
+    return "\n".join(lines + notes) + "\n"
+
+
+def combined_table(reports: Sequence[EvalReport]) -> str:
+    """Several tasks side by side: one column group per task, a row per method, plus the
+    average per-instance time over the tasks."""
+    if not reports:
+        return ""
+    methods: list[str] = []
+    for rep in reports:
+        methods += [m for m in rep.results if m not in methods]
+    head = ["method"]
+    for rep in reports:
+        head += [f"{rep.task} {LABELS[m]} {_arrow(m)}" for m in METRICS[rep.kind]]
+    head.append("s / query")
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name in methods:
+        cells: list[str] = []
+        times: list[float] = []
+        for rep in reports:
+            r = rep.results.get(name)
+            for m in METRICS[rep.kind]:
+                if r is None:
+                    cells.append("-")
+                    continue
+                values = {n: x.scores.metrics[m] for n, x in rep.results.items()}
+                cells.append(_fmt(r.scores.metrics[m], _best(values, m)))
+            if r is not None:
+                times.append(r.seconds_per_query)
+        avg = _seconds(sum(times) / len(times)) if times else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    splits = sorted({rep.split for rep in reports})
+    sizes = ", ".join(f"{rep.task}: {rep.n_users} users / {rep.n_queries} queries"
+                      for rep in reports)
+    return "\n".join(lines) + f"\n\n{'/'.join(splits)} split; {sizes}.\n"
+
+
+def summary_rows(report: EvalReport) -> list[dict[str, Any]]:
+    """One flat dict per method (for CSV-like use)."""
+    return [{"method": n, **r.to_dict()} for n, r in report.results.items()]

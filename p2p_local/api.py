@@ -479,8 +479,10 @@ class Personalizer:
         """Export the user's adapter as ``peft`` or ``gguf``. Encrypted (a sealed file) with
         ``passphrase`` - by default the vault's own - unless ``plaintext``, which writes the
         files PEFT / llama.cpp load."""
-        from p2p_local.export import export_adapter
+        from p2p_local.export import FORMATS, export_adapter
 
+        if format not in FORMATS:
+            raise InputError(f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
         passphrase = passphrase or self._passphrase
         if not plaintext and not passphrase:
             raise InputError(

@@ -115,7 +115,6 @@ class Embedder:
                 )
             model_id = _content_id(path)
         from sentence_transformers import SentenceTransformer
-
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
@@ -139,8 +138,9 @@ class Embedder:
         self.path = path
         self.model_id = model_id
         self.batch_size = batch_size
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         dim = get_dim()
         if dim is None:

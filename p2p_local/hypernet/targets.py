@@ -136,6 +136,25 @@ class TargetSpec:
         return cls.from_model(model, modules=modules, rank=rank, alpha=alpha, rslora=rslora)
 
     @classmethod
+    def from_gguf(
+        cls,
+        path: Any,
+        modules: tuple[str, ...] | list[str] = DEFAULT_MODULES,
+        rank: int = 8,
+        alpha: float = 16.0,
+        rslora: bool = True,
+    ) -> TargetSpec:
+        """Targets for a GGUF base model, from the config transformers derives from its
+        metadata (no weights are read)."""
+        from pathlib import Path
+
+        from transformers import AutoConfig
+
+        path = Path(path)
+        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        return cls.from_config(config, modules=modules, rank=rank, alpha=alpha, rslora=rslora)
+
+    @classmethod
     def from_model(
         cls,
         model: Any,

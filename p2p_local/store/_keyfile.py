@@ -112,7 +112,7 @@ def wrap_slot(store_id: bytes, dek: bytes, kek: bytes, slot: dict[str, Any]) -> 
 
 def passphrase_slot(store_id: bytes, dek: bytes, passphrase: str, kdf: C.KdfParams) -> dict:
     salt = C.random_bytes(C.SALT_BYTES)
-    kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
+    kek = C.derive_key(passphrase.encode("utf-8", "surrogatepass"), salt, kdf)
     slot = {"type": "passphrase", "kdf": kdf.to_json(), "salt": C.b64e(salt)}
     return wrap_slot(store_id, dek, kek, slot)
 
@@ -145,6 +145,7 @@ def validate_passphrase(passphrase: str) -> None:
 
 
 def read(directory: Path) -> dict[str, Any]:
+    """The key file's JSON, structurally checked (not yet authenticated: see check_mac)."""
     path = directory / KEYFILE_NAME
     if not path.is_file():
         raise VaultNotFoundError(f"no vault in {directory}: create one with `p2p-local init`")
@@ -173,9 +174,7 @@ def find_slot(keyfile: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((s for s in keyfile["slots"] if s.get("type") == kind), None)
 
 
-def _unwrap(
-    cls, directory: Path, store_id: bytes, slot: dict[str, Any], kek: bytes, what: str
-) -> bytes:
+def _unwrap(directory: Path, store_id: bytes, slot: dict[str, Any], kek: bytes, what: str) -> bytes:
     try:
         wrapped = C.b64d(slot.get("wrapped"))
     except ValueError:
@@ -189,6 +188,7 @@ def _unwrap(
 def unwrap_passphrase(
     directory: Path, keyfile: dict[str, Any], store_id: bytes, passphrase: str
 ) -> bytes:
+    """The data key from the passphrase slot; KDF settings are checked before deriving."""
     slot = find_slot(keyfile, "passphrase")
     keypath = directory / KEYFILE_NAME
     if slot is None:
@@ -201,7 +201,7 @@ def unwrap_passphrase(
             f"the key file {keypath} asks for key-derivation settings this library refuses "
             f"({exc}); it is damaged or was tampered with: restore it from a backup"
         ) from None
-    kek = C.derive_key(passphrase.encode("utf-8"), salt, kdf)
+    kek = C.derive_key(passphrase.encode("utf-8", "surrogatepass"), salt, kdf)
     try:
         return _unwrap(directory, store_id, slot, kek, "passphrase")
     except AuthenticationError:

@@ -20,6 +20,7 @@ inside it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -50,7 +51,7 @@ from p2p_local.store.records import HistoryItem, StoredItem
 
 DB_NAME = "vault.db"
 DB_FORMAT = "p2p-local-vault-db"
-_BATCH = 1000  # rows per executemany
+_BATCH = 5000  # rows per executemany
 _PAGE = 512  # rows per read query
 _SEAL_BYTES = 8 + 32 + 32  # count, chain head, HMAC
 DKEY_BYTES = 16  # keyed content hash used for dedupe (truncated HMAC-SHA256)
@@ -674,7 +675,7 @@ class VaultWriter:
 
     def _add_batch(self, batch: list[HistoryItem]) -> tuple[int, int]:
         v = self._vault
-        dedupe_key, sha = v._dedupe_key, C.sha256
+        dedupe_key, sha256 = v._dedupe_key, hashlib.sha256
         prepared: list[tuple[bytes, bytes]] = []
         seen: set[bytes] = set()
         dups = 0
@@ -688,7 +689,7 @@ class VaultWriter:
                     "a history item contains an unpaired UTF-16 surrogate (like \\ud800): fix "
                     "the text's encoding"
                 ) from None
-            dkey = dedupe_key(sha(pt))
+            dkey = dedupe_key(sha256(pt).digest())
             if dkey in seen:
                 dups += 1
                 continue
@@ -712,7 +713,7 @@ class VaultWriter:
                 continue
             nonce = nonces[i * n : i * n + n]
             blob = nonce + encrypt(nonce, pt, aad + row.to_bytes(8, "big") + dkey)
-            chain = sha(chain + blob[-C.TAG_BYTES :])
+            chain = sha256(chain + blob[-C.TAG_BYTES :]).digest()
             rows.append((row, dkey, blob))
             row += 1
         with _db_errors(v._dir):

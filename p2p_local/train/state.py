@@ -92,13 +92,15 @@ def save_training_state(
     state: SavedState,
     rank: int,
     is_main: bool,
+    process_state: dict[str, Any] | None = None,
 ) -> None:
-    """Write one process's share (each writes its RNG; the main process the rest).
+    """Write one process's share (each writes its RNG and ``process_state``, e.g. partial
+    sums of the log window; the main process the rest).
 
     Call on every process, then synchronise, then :func:`finish_checkpoint` on the main one.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), directory / f"rng-{rank}.pt")
+    torch.save({**rng_state(), "process": process_state or {}}, directory / f"rng-{rank}.pt")
     if is_main:
         weights = {k: v.detach().cpu().clone() for k, v in trainable.state_dict().items()}
         torch.save(weights, directory / "trainable.pt")
@@ -136,10 +138,11 @@ def load_training_state(
     optimizer: Any,
     scheduler: Any,
     rank: int,
-) -> bool:
-    """Restore weights, optimizer, scheduler and this process's RNG states.
+) -> dict[str, Any] | None:
+    """Restore weights, optimizer, scheduler and this process's RNG states; return the
+    process state saved with them.
 
-    Returns False when this process has no RNG file (the run had fewer processes): its
+    Returns None when this process has no RNG file (the run had fewer processes): its
     random streams then start afresh, the rest is still exact.
     """
     weights = torch.load(directory / "trainable.pt", map_location="cpu", weights_only=True)
@@ -152,6 +155,7 @@ def load_training_state(
     )
     rng_file = directory / f"rng-{rank}.pt"
     if not rng_file.is_file():
-        return False
-    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
-    return True
+        return None
+    saved = torch.load(rng_file, map_location="cpu", weights_only=True)
+    set_rng_state(saved)
+    return dict(saved.get("process", {}))

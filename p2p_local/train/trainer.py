@@ -347,7 +347,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------
 
-    def _save(self, step: int, wall: float) -> None:
+    def _save(self, step: int, wall: float, window: Tensor | None = None) -> None:
         directory = step_dir(self.out_dir, step)
         state = SavedState(step, wall, self.global_batch, self.world, _resume_key(self.config))
         self.acc.wait_for_everyone()
@@ -359,6 +359,7 @@ class Trainer:
             state=state,
             rank=self.rank,
             is_main=self.is_main,
+            process_state={"window": window.tolist() if window is not None else None},
         )
         self.acc.wait_for_everyone()
         if self.is_main:
@@ -366,7 +367,9 @@ class Trainer:
             plot_loss(LossLog(self.out_dir).rows(), self.out_dir / PLOT_FILE, self._title())
         self.acc.wait_for_everyone()
 
-    def _restore(self) -> tuple[int, float]:
+    def _restore(self, window: Tensor) -> tuple[int, float]:
+        """Load the newest checkpoint (and the unlogged part of the loss window into
+        ``window``); returns the step and the wall time so far."""
         ckpt = latest_checkpoint(self.out_dir)
         if ckpt is None:
             self.say(f"no checkpoint in {self.out_dir}: starting from step 0")
@@ -383,15 +386,17 @@ class Trainer:
                 f"checkpoint {ckpt} used a global batch of {state.global_batch}, this run has "
                 f"{self.global_batch} (batch_size x processes x grad_accum): match it to resume"
             )
-        exact = load_training_state(
+        saved = load_training_state(
             ckpt,
             trainable=self.trainable,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             rank=self.rank,
         )
-        if not exact:
+        if saved is None:
             self.say("this process has no saved random state: dropout restarts its stream")
+        elif saved.get("window") is not None:
+            window.copy_(torch.tensor(saved["window"], dtype=window.dtype))
         if self.is_main:
             LossLog(self.out_dir).truncate(state.step)
         self.say(f"resumed from {ckpt} at step {state.step}")
@@ -422,8 +427,9 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = LossLog(self.out_dir)
         self._seed_processes()
+        window = torch.zeros(5, dtype=torch.float64, device=acc.device)  # loss, ce*tok, reg, tok, n
         if resume:
-            start, wall_before = self._restore()
+            start, wall_before = self._restore(window)
         else:
             if latest_checkpoint(self.out_dir) is not None:
                 raise TrainingError(
@@ -449,7 +455,6 @@ class Trainer:
                 self.say(f"step 0 held-out CE {val['val_ce']:.4f}")
 
         self.model.train()
-        window = torch.zeros(5, dtype=torch.float64, device=acc.device)  # loss, ce*tok, reg, tok, n
         last_row: dict[str, Any] = {}
         t_start = time.perf_counter()
         t_window = t_start
@@ -462,11 +467,12 @@ class Trainer:
                     break
                 if time_limit_s is not None and self._out_of_time(t_start, time_limit_s):
                     break
-                rng_before = rng_state()
+                rng_before, window_before = rng_state(), window.clone()
                 try:
                     grad_norm = self._step(step, window)
                 except KeyboardInterrupt:
                     set_rng_state(rng_before)  # the interrupted step never happened
+                    window.copy_(window_before)
                     self.optimizer.zero_grad(set_to_none=True)
                     raise
                 step += 1
@@ -480,10 +486,10 @@ class Trainer:
                 if run.eval_every and step % run.eval_every == 0 and step < run.max_steps:
                     val = self._eval_and_log(step, log)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
-                    self._save(step, wall_before + time.perf_counter() - t_start)
+                    self._save(step, wall_before + time.perf_counter() - t_start, window)
         except KeyboardInterrupt:
             if self.world == 1 and step > start:
-                self._save(step, wall_before + time.perf_counter() - t_start)
+                self._save(step, wall_before + time.perf_counter() - t_start, window)
                 self.say(f"interrupted: checkpoint saved at step {step}; continue with --resume")
             raise
         finally:
@@ -497,7 +503,7 @@ class Trainer:
         wall = wall_before + elapsed
         latest = latest_checkpoint(self.out_dir)
         if latest is None or read_state(latest).step != step:
-            self._save(step, wall)  # the final (or stopping) state is always resumable
+            self._save(step, wall, window)  # the final (or stopping) state is always resumable
         per_step = elapsed / steps_this_call if steps_this_call else None
         self.replica_digests = self._replica_digests()
         return self._finish(step, completed, wall, per_step, last_row, val)

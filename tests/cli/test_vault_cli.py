@@ -228,3 +228,19 @@ def test_vault_commands_do_not_import_heavy_libraries(home: Path) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_large_files_get_a_progress_bar_on_a_terminal(cli, monkeypatch, tmp_path: Path) -> None:
+    import io
+
+    import p2p_local.cli.vault as vault_cli
+    from rich.console import Console
+
+    init(cli)
+    f = tmp_path / "h.jsonl"
+    f.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(12_000)))
+    screen = io.StringIO()
+    monkeypatch.setattr(vault_cli, "err_console", Console(file=screen, force_terminal=True))
+    monkeypatch.setattr(vault_cli, "PROGRESS_MIN_BYTES", 1024)
+    assert "added 12000" in cli("ingest", str(f)).stdout
+    assert "━" in screen.getvalue()  # the bar was drawn

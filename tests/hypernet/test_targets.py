@@ -92,3 +92,12 @@ def test_duplicate_module_refused() -> None:
     module = TargetModule("q_proj", "model.layers.{layer}.self_attn.q_proj", 4, 4)
     with pytest.raises(ConfigError, match="twice"):
         TargetSpec((module, module), 2)
+
+
+@pytest.mark.real_model
+def test_from_the_default_gguf_base(base_gguf) -> None:
+    spec = TargetSpec.from_gguf(base_gguf)
+    q, v = spec.modules
+    assert (spec.model_type, spec.n_layers, spec.n_head, spec.n_head_kv) == ("llama", 30, 9, 3)
+    assert (q.in_features, q.out_features, v.out_features) == (576, 576, 192)
+    assert spec.n_params() == 30 * 8 * (576 + 576 + 576 + 192)

@@ -116,7 +116,8 @@ def test_cleaning_drops_echoed_prompt_and_repeated_sentences() -> None:
 
 def test_cleaning_keeps_whole_sentences_within_the_cap() -> None:
     raw = "One two three four five. Six seven eight nine ten. Eleven twelve thirteen"
-    assert clean_summary(raw, PROMPT, words, 12) == "One two three four five. Six seven eight nine ten."
+    expected = "One two three four five. Six seven eight nine ten."
+    assert clean_summary(raw, PROMPT, words, 12) == expected
     one_long = " ".join(f"w{i}" for i in range(40))
     cut = clean_summary(one_long, PROMPT, words, 10)
     assert words(cut) <= 10 and cut.endswith(" ...")

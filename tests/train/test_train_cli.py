@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 from conftest import tiny_config
-from typer.testing import CliRunner
-
 from p2p_local.cli.main import app
+from typer.testing import CliRunner
 
 
 def _code(result) -> int:

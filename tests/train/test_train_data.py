@@ -126,3 +126,21 @@ def test_real_chat_template_matches_llama_cpp(hf_base, llama_base) -> None:
         [{"role": "user", "content": prompt}]
     )
     assert tok.decode(enc.input_ids[n_prompt:]) == "My lord, I do confess.<|im_end|>\n"
+
+
+@pytest.mark.parametrize("task", ["movielens", "shakespeare", "fortunes"])
+def test_history_examples_use_the_query_format(task: str) -> None:
+    """OPPU trains on a user's own history, phrased exactly like that task's queries."""
+    from p2p_local.datasets import load_task
+    from p2p_local.train.profiles_cache import history_examples
+
+    dataset = load_task(task, max_users=20)
+    user = max(dataset.users, key=lambda u: len(u.history))
+    examples = history_examples(task, user)
+    assert len(examples) >= len(user.history) // 2
+    query = user.queries[0].input
+    head = query.split("\n")[0][:20]
+    assert all(ex.prompt.startswith(head) for ex in examples)
+    assert {ex.prompt for ex in examples}.isdisjoint(q.input for q in user.queries)
+    if task == "movielens":
+        assert {ex.target for ex in examples} <= set(dataset.spec.labels)

@@ -8,7 +8,10 @@ Synthetic users: 60 history items each and a ~90-word summary (the LLM summary i
 per history and cached, so it is not part of adapter generation).
 
 - per user:  embed the profile text + hypernetwork forward + materialise the tensors
-             (``generate``); also reported: assembling the profile text, and the whole.
+             (``generate``); also reported: assembling the profile text, and the whole. Each
+             user runs ``--repeats`` times: medians over all samples, and the median over
+             users of each user's fastest run (the cost without other processes' load; the
+             1-minute load average is recorded).
 - per query: BM25 retrieval over the user's history (index built once per history) + profile
              text + embedding + generation (never cached).
 - batch:     ``--batch`` users: one embedding call and one ``generate_batch`` forward.
@@ -71,7 +74,8 @@ def ms(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=40)
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -83,6 +87,7 @@ def main() -> None:
     from transformers import AutoConfig
 
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
 
     from p2p_local.adapter import generate, generate_batch
     from p2p_local.embedding import Embedder
@@ -107,20 +112,30 @@ def main() -> None:
         prof = build_profile(items, summary=summary)
         generate(net, embedder.embed([prof.text])[0])
 
+    # every user's pipeline runs --repeats times: the raw samples show what this (shared,
+    # noisy) machine did; the per-user minimum estimates the cost without contention
     assemble, embed, gen, whole = [], [], [], []
+    best_embed, best_gen, best_user = [], [], []
     adapters = []
     for items, summary in users:
-        t0 = time.perf_counter()
-        prof = build_profile(items, summary=summary)
-        t1 = time.perf_counter()
-        vec = embedder.embed([prof.text])[0]
-        t2 = time.perf_counter()
-        adapters.append(generate(net, vec))
-        t3 = time.perf_counter()
-        assemble.append(t1 - t0)
-        embed.append(t2 - t1)
-        gen.append(t3 - t2)
-        whole.append(t3 - t0)
+        runs = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            prof = build_profile(items, summary=summary)
+            t1 = time.perf_counter()
+            vec = embedder.embed([prof.text])[0]
+            t2 = time.perf_counter()
+            adapter = generate(net, vec)
+            t3 = time.perf_counter()
+            runs.append((t2 - t1, t3 - t2))
+            assemble.append(t1 - t0)
+            embed.append(t2 - t1)
+            gen.append(t3 - t2)
+            whole.append(t3 - t0)
+        adapters.append(adapter)
+        best_embed.append(min(r[0] for r in runs))
+        best_gen.append(min(r[1] for r in runs))
+        best_user.append(min(r[0] + r[1] for r in runs))
     per_user = [e + g for e, g in zip(embed, gen, strict=True)]
 
     queries = [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in users]
@@ -161,7 +176,7 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
+            "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
@@ -174,8 +189,12 @@ def main() -> None:
             "lora_params_per_adapter": targets.n_params(),
         },
         "users": args.users,
+        "repeats": args.repeats,
         "per_user": {
             "embed_generate_materialise": ms(per_user),
+            "embed_generate_materialise_min_of_repeats": ms(best_user),
+            "embed_min_of_repeats": ms(best_embed),
+            "generate_materialise_min_of_repeats": ms(best_gen),
             "embed": ms(embed),
             "generate_materialise": ms(gen),
             "assemble_profile_text": ms(assemble),
@@ -192,7 +211,8 @@ def main() -> None:
         },
         "export": {"gguf_bytes": ms(to_gguf), "peft_state_dict": ms(to_peft)},
         "target_ms_per_user": TARGET_MS,
-        "meets_target": statistics.median(per_user) * 1000 <= TARGET_MS,
+        "meets_target_median": statistics.median(per_user) * 1000 <= TARGET_MS,
+        "meets_target_min_of_repeats": statistics.median(best_user) * 1000 <= TARGET_MS,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

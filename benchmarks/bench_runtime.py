@@ -171,7 +171,8 @@ def bench_llamacpp(base: Path, args) -> dict:
     prompt = backend.prompt_tokens(MESSAGES)
     x, y = lora_gguf_bytes(1), lora_gguf_bytes(2)
     res = paired(llama_run, backend, prompt, args.tokens, args.repeats,
-                 set_on=lambda: backend.set_adapter_bytes(x), set_off=lambda: backend.set_adapter(None))
+                 set_on=lambda: backend.set_adapter_bytes(x),
+                 set_off=lambda: backend.set_adapter(None))
     flip = [x, y]
 
     def swap() -> None:
@@ -263,7 +264,8 @@ def main() -> None:
         "model": f"{reg.get('base').name}@{reg.get('base').sha256[:12]}",
         "adapter": {"rank": RANK, "modules": ["q_proj", "v_proj"], "layers": 30},
         "settings": {"new_tokens": args.tokens, "repeats": args.repeats, "swaps": args.swaps},
-        "targets": {"swap_ms_max": TARGET_SWAP_MS, "llamacpp_decode_ratio_min": TARGET_DECODE_RATIO},
+        "targets": {"swap_ms_max": TARGET_SWAP_MS,
+                    "llamacpp_decode_ratio_min": TARGET_DECODE_RATIO},
     }
     import importlib.metadata as md
 

@@ -592,6 +592,9 @@ class Personalizer:
     def close(self) -> None:
         for chat_backend in self.__dict__.pop("_chat_backends", {}).values():
             chat_backend.close()
+        profiler = self.__dict__.pop("_profiler", None)
+        if profiler is not None:
+            profiler.drop_cached_history()  # decrypted items leave memory with the vault
         summary_llm = self.__dict__.pop("_summary_llm", None)
         if summary_llm is not None:
             summary_llm.close()

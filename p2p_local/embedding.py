@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_MAX_SEQ_LENGTH = 512
 
 
 class TextEmbedder(Protocol):
@@ -90,7 +91,11 @@ class Embedder:
     model_dir:      a sentence-transformers folder; None loads the registry's ``embedding``
                     model (fetched on first use).
     device:         torch device ("cpu", "cuda", ...).
-    max_seq_length: tokens read per text; None keeps the model's own setting. Longer text is cut.
+    max_seq_length: tokens read per text, at most the model's position limit; longer text is
+                    cut. Default 512: a profile (summary, statistics, two items) runs to
+                    300-450 tokens, and MiniLM's own 256 would cut off the retrieved items.
+                    None keeps the model's own setting. A length other than the model's own
+                    is part of ``model_id`` (``...+len512``), since it changes the vectors.
     batch_size:     texts per forward pass in :meth:`embed`.
     """
 
@@ -99,7 +104,7 @@ class Embedder:
         model_dir: str | Path | None = None,
         *,
         device: str = "cpu",
-        max_seq_length: int | None = None,
+        max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if batch_size < 1:
@@ -127,14 +132,14 @@ class Embedder:
             if bars:
                 hf_logging.enable_progress_bar()
         self._model.eval()
+        own = int(self._model.max_seq_length or 0)
         if max_seq_length is not None:
+            if not isinstance(max_seq_length, int) or max_seq_length < 8:
+                raise ConfigError(f"max_seq_length must be an integer >= 8, got {max_seq_length!r}")
             limit = getattr(self._model[0].auto_model.config, "max_position_embeddings", None)
-            if max_seq_length < 8 or (limit is not None and max_seq_length > limit):
-                raise ConfigError(
-                    f"max_seq_length must be in 8..{limit or 'the model limit'}, "
-                    f"got {max_seq_length}"
-                )
-            self._model.max_seq_length = max_seq_length
+            self._model.max_seq_length = min(max_seq_length, limit or max_seq_length)
+        if self._model.max_seq_length != own:  # other vectors for long texts: another id
+            model_id = f"{model_id}+len{self._model.max_seq_length}"
         self.path = path
         self.model_id = model_id
         self.batch_size = batch_size
@@ -203,7 +208,7 @@ class HiddenStateEmbedder:
             raise ConfigError("model_id must name the model (it is recorded with every vector)")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        if self.tokenizer.pad_token_id is None:
+        if self.tokenizer.pad_token_id is None:  # padded positions are masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
@@ -259,14 +264,18 @@ class HiddenStateEmbedder:
         device = next(self.model.parameters()).device
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start : start + self.batch_size]
+            side = self.tokenizer.padding_side  # the tokenizer may be shared: restore it
             self.tokenizer.padding_side = "right"
-            enc = self.tokenizer(
-                chunk,
-                padding=True,
-                truncation=True,
-                max_length=self.max_seq_length,
-                return_tensors="pt",
-            ).to(device)
+            try:
+                enc = self.tokenizer(
+                    chunk,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_seq_length,
+                    return_tensors="pt",
+                ).to(device)
+            finally:
+                self.tokenizer.padding_side = side
             with torch.inference_mode():
                 result = self.model(**enc, output_hidden_states=True)
             hidden = result.hidden_states[-1].float()

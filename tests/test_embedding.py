@@ -56,12 +56,27 @@ def test_different_histories_give_different_vectors(embedder: Embedder) -> None:
 
 
 @pytest.mark.real_model
+def test_retrieved_items_at_the_end_of_a_long_profile_reach_the_vector(embedder) -> None:
+    summary = " ".join(
+        ["This user writes careful, detailed reviews and weighs durability over price."] * 8
+    )
+    items = _items("reviews.jsonl")
+    a = build_profile(items, summary=summary, query="tent leaked in the rain").text
+    b = build_profile(items, summary=summary, query="espresso grinder noise").text
+    assert embedder.count_tokens(a) > 256  # past MiniLM's own window
+    va, vb = embedder.embed([a, b])
+    assert float(va @ vb) < 1.0 - 1e-4
+
+
+@pytest.mark.real_model
 def test_model_id_is_the_registry_name_and_hash_however_loaded(
     embedder: Embedder, embedding_dir: Path
 ) -> None:
-    assert embedder.model_id.startswith("all-minilm-l6-v2@") and len(embedder.model_id) == 29
+    # Registry name, 12 hex digits of the content hash, and the non-default window.
+    assert embedder.model_id.startswith("all-minilm-l6-v2@")
+    assert embedder.model_id.endswith("+len512") and len(embedder.model_id) == 36
     assert embedder.path == embedding_dir
-    assert embedder.max_seq_length == 256
+    assert embedder.max_seq_length == 512
     assert embedder.count_tokens("hello world") == 4  # [CLS] hello world [SEP]
 
 

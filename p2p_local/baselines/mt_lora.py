@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2p_local.baselines.common import Method, MethodSpec, Plan
+from p2p_local.baselines.common import Method, MethodSpec, Plan, adapter_digest
 from p2p_local.datasets.base import Query, UserRecord
 
 
@@ -28,7 +28,7 @@ class MTLoRA(Method):
 
     def fingerprint(self) -> dict[str, Any]:
         adapter = self.env.mt_lora(required=True)
-        return {"mt_lora": _adapter_digest(adapter)}
+        return {**super().fingerprint(), "mt_lora": adapter_digest(adapter)}
 
     def plan(self, user: UserRecord, query: Query) -> Plan:
         if self._payload is None:
@@ -36,9 +36,3 @@ class MTLoRA(Method):
         prompt = self.env.prompt(query)
         return Plan(prompt.messages, self._payload, prompt.tokens, prompt.notes)
 
-
-def _adapter_digest(adapter: Any) -> str:
-    """A sha256 prefix of an adapter's tensors (names the cache of its answers)."""
-    import hashlib
-
-    return hashlib.sha256(adapter.to_bytes()).hexdigest()[:16]

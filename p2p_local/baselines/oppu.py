@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2p_local.baselines.common import EvalEnv, Method, MethodSpec, Plan
+from p2p_local.baselines.common import EvalEnv, Method, MethodSpec, Plan, adapter_digest
 from p2p_local.baselines.prompts import cut_text
 from p2p_local.datasets.base import Query, TaskSpec, UserRecord
 from p2p_local.errors import EvaluationError
@@ -124,7 +124,10 @@ class OPPU(Method):
         s = self.env.settings
         init = self._init()
         return {
-            "init": hashlib.sha256(init.to_bytes()).hexdigest()[:16] if init else "fresh",
+            **super().fingerprint(),
+            "model": self.env.base_model_id(),
+            "task": self.env.spec.name,
+            "init": adapter_digest(init) if init is not None else "fresh",
             "oppu": [s.oppu_epochs, s.oppu_max_steps, s.oppu_batch_size, s.oppu_lr,
                      s.oppu_seq_len, s.seed],
         }
@@ -156,7 +159,10 @@ class OPPU(Method):
         from p2p_local.datasets.base import safe_id
 
         folder = self._cache_dir()
-        name = safe_id(user.user_id) + "-" + hashlib.sha256(user.user_id.encode()).hexdigest()[:8]
+        h = hashlib.sha256(user.user_id.encode())
+        for item in user.history:  # a changed history trains a new LoRA
+            h.update(item.content_hash().encode())
+        name = f"{safe_id(user.user_id)}-{h.hexdigest()[:8]}"
         weights = folder / f"{name}.adapter" if folder else None
         info = folder / f"{name}.json" if folder else None
         if weights is not None and info is not None and weights.is_file() and info.is_file():

@@ -29,11 +29,12 @@ from p2p_local.datasets.base import Query, UserRecord
 from p2p_local.errors import EvaluationError
 
 _NEEDS = frozenset({"checkpoint"})
+_USES = ("k", "item_chars", "summaries", "seed")
 
 
 class P2P(Method):
     spec = MethodSpec("p2p", "hypernetwork LoRA from the per-user profile (summary + statistics)",
-                      _NEEDS | {"summary"}, adapter="user")
+                      _NEEDS | {"summary"}, adapter="user", uses=_USES)
     per_query = False
 
     def __init__(self, env: EvalEnv) -> None:
@@ -45,13 +46,15 @@ class P2P(Method):
 
     def fingerprint(self) -> dict[str, Any]:
         ckpt = self.env.checkpoint()
-        return {"checkpoint": ckpt.info.checkpoint_id, "embedding": self.env.embedder().model_id}
+        return {**super().fingerprint(), "checkpoint": ckpt.info.checkpoint_id,
+                "embedding": self.env.embedder().model_id}
 
     # the profile text each variant embeds (None: no text, see :meth:`embedding`)
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
         return self.env.profile(user).text
 
     def embedding(self, user: UserRecord, query: Query | None) -> np.ndarray:
+        self.env.checkpoint()  # loads the embedder the checkpoint was trained with
         text = self.profile_text(user, query)
         if text is None:
             raise EvaluationError(f"{self.name} has no profile text for user {user.user_id!r}")
@@ -84,7 +87,7 @@ class P2P(Method):
 class P2PPerQuery(P2P):
     spec = MethodSpec("p2p-per-query",
                       "hypernetwork LoRA from the per-query profile (+ BM25 top-k items)",
-                      _NEEDS | {"summary"}, adapter="query")
+                      _NEEDS | {"summary"}, adapter="query", uses=_USES)
     per_query = True
 
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
@@ -94,7 +97,7 @@ class P2PPerQuery(P2P):
 
 class P2PShuffled(P2P):
     spec = MethodSpec("p2p-shuffled", "ablation: another user's per-user profile",
-                      _NEEDS | {"summary"}, adapter="user")
+                      _NEEDS | {"summary"}, adapter="user", uses=_USES)
 
     def fingerprint(self) -> dict[str, Any]:  # donors depend on who else is evaluated
         return {**super().fingerprint(), "users": sorted(u.user_id for u in self.env.users)}
@@ -105,7 +108,7 @@ class P2PShuffled(P2P):
 
 class P2PRandom(P2P):
     spec = MethodSpec("p2p-random", "ablation: a random unit vector as the profile embedding",
-                      _NEEDS, adapter="user")
+                      _NEEDS, adapter="user", uses=_USES)
 
     def embedding(self, user: UserRecord, query: Query | None) -> np.ndarray:
         dim = self.env.checkpoint().info.embedding_dim
@@ -116,7 +119,7 @@ class P2PRandom(P2P):
 
 class P2PSummaryOnly(P2P):
     spec = MethodSpec("p2p-summary-only", "ablation: the profile's summary alone",
-                      _NEEDS | {"summary"}, adapter="user")
+                      _NEEDS | {"summary"}, adapter="user", uses=_USES)
 
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
         if self.env.summary(user) is None:
@@ -127,7 +130,7 @@ class P2PSummaryOnly(P2P):
 class P2PRetrievalOnly(P2P):
     spec = MethodSpec("p2p-retrieval-only",
                       "ablation: the retrieved items alone (per query, no summary or statistics)",
-                      _NEEDS, adapter="query")
+                      _NEEDS, adapter="query", uses=_USES)
     per_query = True
 
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:

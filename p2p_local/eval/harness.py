@@ -450,8 +450,7 @@ def run_evaluation(
         base_fp = {
             "data": data_fp, "backend": backend.name,
             "model": env.base_model_id(), "generation": env.generation.__dict__,
-            "settings": {k: v for k, v in settings.method.to_dict().items()
-                         if not k.startswith("oppu") and k not in ("checkpoint", "mt_lora")},
+            "settings": [settings.method.n_ctx, settings.method.system],
         }
         fps = {m.name: _digest([m.name, base_fp, m.fingerprint()]) for m in methods}
         if settings.method.summaries and any("summary" in m.spec.needs for m in methods):

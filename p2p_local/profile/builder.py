@@ -289,6 +289,7 @@ class VaultProfiler:
         self.settings = settings or ProfileSettings()
         self.summary_settings = summary_settings or SummarySettings()
         self._views = views if views is not None else _VIEWS
+        self._digests: set[str] = set()  # entries this profiler put in the shared cache
 
     def view(self) -> HistoryView:
         """The decrypted history for the vault's current digest (cached in memory)."""
@@ -305,7 +306,14 @@ class VaultProfiler:
                 statistics=compute_statistics([s.item for s in items]),
             )
 
+        self._digests.add(digest)
         return self._views.get_or_build(digest, load)
+
+    def drop_cached_history(self) -> None:
+        """Forget the decrypted history this profiler holds in memory (call before closing)."""
+        for digest in self._digests:
+            self._views.pop(digest)
+        self._digests.clear()
 
     def summary(self, task: str | None = None, *, refresh: bool = False) -> Summary:
         """The summary for ``task``: cached in the vault, written by the model when stale."""

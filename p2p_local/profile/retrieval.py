@@ -155,6 +155,11 @@ class DigestCache(Generic[T]):
         with self._lock:
             return self._entries.get(digest)
 
+    def pop(self, digest: str) -> T | None:
+        """Remove and return the entry for ``digest`` (None when absent)."""
+        with self._lock:
+            return self._entries.pop(digest, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

@@ -19,9 +19,10 @@ Fitting the history (``select_items``):
 
 Cleaning (``clean_summary``): markdown heading lines, emphasis and list markers are removed, list
 items become sentences, lines are joined into one paragraph, a leading "Summary:"-style label is
-dropped, repeated sentences (60% of their content words seen in one earlier sentence) and
-any sentence that copies 8 or more consecutive words of the prompt are removed, and the result
-is cut back to whole sentences within ``max_tokens``.
+dropped, repeated sentences (60% of their content words seen in one earlier sentence), any
+sentence that copies 8 or more consecutive words of the prompt and any sentence that names a
+likely entity of the history (a word capitalized mid-sentence there and never lower-case) are
+removed, and the result is cut back to whole sentences within ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class SummarySettings:
 
     max_tokens:         cap on the summary's length in model tokens (16..512).
     max_history_tokens: most tokens of history in the prompt (64..32768); prompt processing
-                        dominates the time, so this sets the cost (~5 s for 1,000 on 2 cores).
+                        dominates the time, so this sets the cost (the default keeps a summary
+                        by the default model under ~5 s on 2 CPU cores).
     item_max_tokens:    each item is cut to this many tokens (8..1024).
     recent_fraction:    share of the history budget given to the newest items (0..1).
     diversity_pool:     older items considered for the diverse share (1..100000).
@@ -112,7 +114,7 @@ class Summary:
     task:        the task description it was written for.
     items_used:  how many history items went into the prompt.
     prompt_tokens: tokens of the whole prompt.
-    seconds:     generation time (0 when it came from the cache).
+    seconds:     time to choose the items and generate (0 when it came from the cache).
     cached:      True when read back from the vault instead of generated.
     """
 
@@ -318,10 +320,38 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
+_CAPITALIZED = re.compile(r"\b[A-Z][\w'-]*\b")
+
+
+def history_entities(lines: Sequence[str]) -> frozenset[str]:
+    """Likely names in the history: words capitalized inside a sentence (not at its start)
+    that never occur in lower case, e.g. people, places, brands."""
+    lower = {w for w in re.findall(r"[\w'-]+", " ".join(lines)) if w[:1].islower()}
+    found: set[str] = set()
+    for line in lines:
+        for sentence in _sentences(line):
+            for match in _CAPITALIZED.finditer(sentence):
+                word = match.group(0)
+                if match.start() == 0 or word == "I" or word.lower() in lower:
+                    continue
+                found.add(word)
+    return frozenset(found)
+
+
+def _names_entity(sentence: str, entities: frozenset[str]) -> bool:
+    return any(w in entities for w in re.findall(r"[\w'-]+", sentence))
+
+
 def clean_summary(
-    raw: str, prompt: str, count_tokens: Callable[[str], int], max_tokens: int
+    raw: str,
+    prompt: str,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    entities: frozenset[str] = frozenset(),
 ) -> str:
-    """The model's reply as one plain paragraph (see the module docstring)."""
+    """The model's reply as one plain paragraph (see the module docstring). Sentences that
+    name one of ``entities`` are dropped; if that would leave nothing, the names are replaced
+    by "someone" instead."""
     lines = []
     for line in raw.splitlines():
         if _HEADING.match(line):  # a heading labels the text; it is not part of it
@@ -344,6 +374,14 @@ def clean_summary(
         if _ngrams(_words(sentence), _ECHO_NGRAM) & prompt_grams:
             continue
         kept.append(sentence)
+    if entities:
+        without = [x for x in kept if not _names_entity(x, entities)]
+        if without:
+            kept = without
+        else:
+            pattern = r"\b(?:" + "|".join(map(re.escape, sorted(entities))) + r")\b"
+            kept = [re.sub(r"someone(?:\s+someone)+", "someone", re.sub(pattern, "someone", x))
+                    for x in kept]
     # Whole sentences within the cap; an unfinished last sentence is dropped if others exist.
     out: list[str] = []
     for sentence in kept:
@@ -409,10 +447,11 @@ def summarize(
             f"the model's context ({backend.n_ctx()} tokens) leaves {budget} tokens for history: "
             "lower max_tokens or use a larger context"
         )
+    start = _time.perf_counter()
     selection = select_items(items, budget, backend.count_tokens, settings)
     messages = build_messages(selection.lines, task)
     prompt = "\n".join(m["content"] for m in messages)
-    start = _time.perf_counter()
+    entities = history_entities(selection.lines)
     text = ""
     for attempt in range(2):  # greedy first; if that says nothing usable, one sampled retry
         gen = GenerationSettings(
@@ -421,7 +460,7 @@ def summarize(
             seed=settings.seed + attempt,
         )
         raw = _generate(backend, messages, gen)
-        text = clean_summary(raw, prompt, backend.count_tokens, settings.max_tokens)
+        text = clean_summary(raw, prompt, backend.count_tokens, settings.max_tokens, entities)
         if text:
             break
     if not text:

@@ -173,17 +173,25 @@ class HFBackend:
         return self._stream(ids, settings)
 
     def _stream(self, ids: torch.Tensor, settings: GenerationSettings) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True,
                                         skip_special_tokens=True)
         failure: list[BaseException] = []
+        stop = threading.Event()
+
+        class StopWhenAsked(StoppingCriteria):  # the consumer went away: stop generating
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+
+        kwargs = self._gen_kwargs(settings)
 
         def run() -> None:
             try:
                 with torch.inference_mode():
                     self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                        streamer=streamer, **self._gen_kwargs(settings))
+                                        streamer=streamer, **kwargs,
+                                        stopping_criteria=StoppingCriteriaList([StopWhenAsked()]))
             except BaseException as exc:  # re-raised in the consuming thread
                 failure.append(exc)
                 streamer.end()
@@ -196,6 +204,7 @@ class HFBackend:
                     if piece:
                         yield piece
             finally:
+                stop.set()
                 worker.join()
         if failure:
             raise failure[0]
@@ -288,6 +297,9 @@ class HFBackend:
         cfg["inference_mode"] = True
         with self._lock:
             same = self._peft is not None and self._peft_config == cfg
+            if same and self._copy_in_place(state_dict):
+                self.adapter_source = "<memory>"
+                return
             if not same:
                 self._unload()
                 try:
@@ -316,6 +328,23 @@ class HFBackend:
                 )
             self._peft_config = cfg
             self.adapter_source = "<memory>"
+
+    def _copy_in_place(self, state_dict: dict[str, torch.Tensor]) -> bool:
+        """Copy new LoRA tensors into the injected ones (same config); False if they differ."""
+        params = dict(self._peft.named_parameters())
+        targets = []
+        for key, value in state_dict.items():
+            stem, dot, leaf = key.rpartition(".")
+            param = params.get(f"{stem}.default{dot}{leaf}")
+            if param is None or param.shape != value.shape:
+                return False
+            targets.append((param, value))
+        if len(targets) != sum(1 for n in params if ".lora_" in n):
+            return False
+        with torch.no_grad():
+            for param, value in targets:
+                param.copy_(value)
+        return True
 
     def _unload(self) -> None:
         if self._peft is not None:

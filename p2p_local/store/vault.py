@@ -51,7 +51,7 @@ from p2p_local.store.records import HistoryItem, StoredItem
 
 DB_NAME = "vault.db"
 DB_FORMAT = "p2p-local-vault-db"
-_BATCH = 5000  # rows per executemany
+_BATCH = 1000  # rows per executemany
 _PAGE = 512  # rows per read query
 _SEAL_BYTES = 8 + 32 + 32  # count, chain head, HMAC
 DKEY_BYTES = 16  # keyed content hash used for dedupe (truncated HMAC-SHA256)

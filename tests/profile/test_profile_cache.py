@@ -11,6 +11,8 @@ import pytest
 
 from p2p_local.api import Personalizer
 from p2p_local.errors import EmptyHistoryError
+from p2p_local.profile.builder import VaultProfiler
+from p2p_local.profile.retrieval import DigestCache
 from p2p_local.profile.summarize import SummarySettings, read_cached_summary, summary_blob_name
 from p2p_local.runtime.base import GenerationSettings, Message
 from p2p_local.store.records import HistoryItem
@@ -127,3 +129,22 @@ def test_empty_history_says_to_ingest_first(home: Path) -> None:
         with pytest.raises(EmptyHistoryError, match="ingest first"):
             p.refresh()
         assert p.__dict__.get("_summary_llm") is None  # no model was loaded for nothing
+
+
+def test_decrypted_history_is_cached_per_digest_and_dropped(alice) -> None:
+    views: DigestCache = DigestCache(max_entries=4)
+
+    def no_model():
+        raise AssertionError("building the history view must not load a model")
+
+    with Personalizer("alice", passphrase=PASSPHRASE) as p:
+        profiler = VaultProfiler(p.vault, no_model, model_id="unused", views=views)
+        first = profiler.view()
+        assert profiler.view() is first and len(first.items) == 12
+        assert first.index.search("tent", 1)[0].id == first.items[5].short_id
+        p.add_items([HistoryItem(text="Sturdy tent pegs held in sand.", score=5)])
+        grown = profiler.view()
+        assert grown is not first and len(grown.items) == 13 and len(views) == 2
+        assert grown.statistics is not None and grown.statistics.rated == 13
+        profiler.drop_cached_history()
+        assert len(views) == 0

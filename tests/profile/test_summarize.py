@@ -15,6 +15,7 @@ from p2p_local.profile.summarize import (
     SummarySettings,
     build_messages,
     clean_summary,
+    history_entities,
     recency_order,
     select_items,
     summarize,
@@ -122,6 +123,27 @@ def test_cleaning_keeps_whole_sentences_within_the_cap() -> None:
     cut = clean_summary(one_long, PROMPT, words, 10)
     assert words(cut) <= 10 and cut.endswith(" ...")
     assert clean_summary("## \n\n- \n", PROMPT, words, 10) == ""
+
+
+def test_entities_are_the_names_capitalized_mid_sentence() -> None:
+    lines = [
+        "Sent the pages to Maria in Lisbon. She liked them.",
+        "Dear diary, the Rain came. the rain stopped.",
+        "I met Maria at the Dunder Mifflin office.",
+    ]
+    assert history_entities(lines) == {"Maria", "Lisbon", "Dunder", "Mifflin"}
+
+
+def test_cleaning_drops_sentences_that_name_entities() -> None:
+    entities = frozenset({"Maria", "Lisbon"})
+    raw = "This user writes to Maria often. They write long, careful letters."
+    assert clean_summary(raw, PROMPT, words, 100, entities) == (
+        "They write long, careful letters."
+    )
+    only = "This user visits Maria in Lisbon every summer."
+    assert clean_summary(only, PROMPT, words, 100, entities) == (
+        "This user visits someone in someone every summer."
+    )
 
 
 def test_empty_history_is_refused() -> None:

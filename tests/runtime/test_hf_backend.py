@@ -116,3 +116,10 @@ def test_bad_messages(hf_base: HFBackend) -> None:
         hf_base.chat([], GREEDY)
     with pytest.raises(InputError, match="message 0"):
         hf_base.chat([{"role": "user", "content": 3}], GREEDY)  # type: ignore[list-item]
+
+
+def test_a_stream_closed_early_stops_and_frees_the_model(hf_base: HFBackend) -> None:
+    stream = hf_base.stream(STORY, GenerationSettings(max_tokens=400, temperature=0.0))
+    first = next(iter(stream))
+    stream.close()  # type: ignore[attr-defined]
+    assert first and "Paris" in hf_base.chat(CAPITAL, GREEDY)

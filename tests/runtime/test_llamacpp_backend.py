@@ -175,3 +175,10 @@ def test_bad_messages_and_closed_backend(base_gguf: Path) -> None:
     backend.close()
     with pytest.raises(InputError, match="closed"):
         backend.chat(CAPITAL, GREEDY)
+
+
+def test_a_stream_closed_early_leaves_the_backend_usable(llama_base: LlamaCppBackend) -> None:
+    stream = llama_base.stream(STORY, GenerationSettings(max_tokens=400, temperature=0.0))
+    first = next(iter(stream))
+    stream.close()  # type: ignore[attr-defined]
+    assert first and "Paris" in llama_base.chat(CAPITAL, GREEDY)

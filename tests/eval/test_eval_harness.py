@@ -1,0 +1,150 @@
+"""Every method end to end on a tiny LaMP fixture with the real default models.
+
+One evaluation of all twelve methods runs once for the module (2 users, 3 queries, short
+answers): the base model on llama.cpp, summaries by the same model, the profile embedder, a
+randomly initialised hypernetwork (``random_hypernet_dir``) for P2P, an MT-LoRA and per-user
+OPPU LoRAs trained for two steps through the trainer's LoRA mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from p2p_local.baselines import METHODS, EvalEnv, MethodSettings, create
+from p2p_local.eval.harness import EvalReport, EvalSettings, load_data, run_evaluation
+
+pytestmark = pytest.mark.real_model
+
+SMALL = dict(summary_tokens=32, summary_history_tokens=64, oppu_max_steps=2, oppu_batch_size=2,
+             oppu_seq_len=96)
+
+
+@pytest.fixture(scope="module")
+def train_base():
+    from p2p_local.baselines.common import load_train_base
+
+    return load_train_base("base")
+
+
+@pytest.fixture(scope="module")
+def mt_lora_dir(tmp_path_factory: pytest.TempPathFactory, train_base) -> Path:
+    """An MT-LoRA trained for two steps on other users' review ratings (the trainer's LoRA
+    mode, as `p2p-local train` with run.mode = "mt_lora" trains it)."""
+    from p2p_local.export.peft import save_peft
+    from p2p_local.train.config import TrainConfig
+    from p2p_local.train.data import Example
+    from p2p_local.train.run import train_user_lora
+
+    rate = "What is the score of the following review on a scale of 1 to 5? review: "
+    examples = [Example("LaMP_3", f"t{i}", rate + text, score)
+                for i, (text, score) in enumerate([("Works fine.", "4"), ("Awful.", "1"),
+                                                   ("Best purchase ever.", "5")])]
+    config = TrainConfig.from_dict({
+        "run": {"mode": "mt_lora", "max_steps": 2, "batch_size": 2, "max_seq_len": 96,
+                "max_target_tokens": 8, "eval_every": 0, "checkpoint_every": 0,
+                "progress": False},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "data": {"tasks": ["LaMP_3"]},
+    })
+    adapter = train_user_lora(config, examples, train_base)
+    out = tmp_path_factory.mktemp("mt-lora") / "adapter"
+    save_peft(adapter, out)
+    return out
+
+
+def _settings(data: Path, checkpoint: Path, mt_lora: Path) -> EvalSettings:
+    return EvalSettings(
+        data=str(data), methods=("all",),
+        method=MethodSettings(checkpoint=str(checkpoint), mt_lora=str(mt_lora), **SMALL),
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, lamp_rating_files, random_hypernet_dir, mt_lora_dir, train_base,
+        _llama_base_session):
+    out = tmp_path_factory.mktemp("eval-out")
+    settings = _settings(lamp_rating_files, random_hypernet_dir, mt_lora_dir)
+    report = run_evaluation(settings, out_dir=out, backend=_llama_base_session,
+                            train_base=train_base, progress=False)
+    return settings, out, report
+
+
+def test_every_method_answers_every_query(run) -> None:
+    _settings_, out, report = run
+    assert list(report.results) == list(METHODS)
+    assert (report.task, report.kind, report.split, report.n_users, report.n_queries) == (
+        "LaMP_3", "rating", "all", 2, 3)
+    for name, r in report.results.items():
+        s = r.scores
+        assert s.n == 3 and 0 <= s.unparsable <= 3, name
+        assert 0.0 <= s.metrics["mae"] <= 4.0 and s.metrics["rmse"] >= s.metrics["mae"]
+        assert 0.0 <= s.metrics["accuracy"] <= 1.0
+        assert r.seconds_per_query > 0 and math.isfinite(r.seconds_per_query)
+        lines = (out / "predictions" / f"{name}-{r.fingerprint}.jsonl").read_text().splitlines()
+        answers = [json.loads(line) for line in lines]
+        assert sorted(a["query_id"] for a in answers) == ["u1-q1", "u1-q2", "u2-q1"]
+        assert all(isinstance(a["raw"], str) and a["gold"] for a in answers)
+    # per-user preparation is measured where there is some
+    assert report.results["oppu"].setup_seconds_per_user > 0
+    assert report.results["p2p"].setup_seconds_per_user > 0
+    assert report.results["base"].setup_seconds_per_user < 0.05
+    # the best constant comes from the users' history ratings here (no training users)
+    assert report.best_constant is not None and report.best_constant.answer == "5"
+
+
+def test_report_files_and_json_shape(run) -> None:
+    _settings_, out, report = run
+    data = json.loads((out / "results.json").read_text())
+    assert set(report.summary()) == {"task", "split", "n_users", "n_queries", "results",
+                                     "best_constant"}
+    assert data["results"]["p2p"]["mae"] == report.results["p2p"].scores.metrics["mae"]
+    again = EvalReport.from_dict(data)
+    assert again.summary() == json.loads(json.dumps(report.summary()))
+    table = (out / "results.md").read_text()
+    for name in METHODS:
+        assert f"| {name} |" in table
+    assert "MAE ↓" in table and 'best constant ("5")' in table
+    assert (out / "summaries.jsonl").read_text().count('"user"') == 2
+
+
+def test_a_second_run_reuses_every_cached_answer(run, train_base,
+                                                 _llama_base_session) -> None:
+    settings, out, first = run
+    sizes = {p.name: p.stat().st_size for p in (out / "predictions").iterdir()}
+    second = run_evaluation(settings, out_dir=out, backend=_llama_base_session,
+                            train_base=train_base, progress=False)
+    assert {p.name: p.stat().st_size for p in (out / "predictions").iterdir()} == sizes
+    assert second.summary()["results"] == first.summary()["results"]
+
+
+def test_p2p_ablations_use_the_intended_profiles(lamp_rating_files, random_hypernet_dir,
+                                                 _llama_base_session) -> None:
+    """The shuffled profile is exactly the donor's, the random one and the per-query one
+    differ from the user's own, and different users get different adapters."""
+    settings = MethodSettings(checkpoint=str(random_hypernet_dir), **SMALL)
+    ds = load_data(EvalSettings(data=str(lamp_rating_files)))
+    env = EvalEnv(_llama_base_session, ds.spec, ds.users, settings)
+    u1, u2 = ds.users
+    assert env.donor(u1) is u2 and env.donor(u2) is u1
+
+    def weights(name: str, user, query=None) -> torch.Tensor:
+        method = create(name, env)
+        return env.adapter_for(method.embedding(user, query)).b["q_proj"]
+
+    own1, own2 = weights("p2p", u1), weights("p2p", u2)
+    assert not torch.equal(own1, own2)
+    assert torch.equal(weights("p2p-shuffled", u1), own2)
+    assert not torch.equal(weights("p2p-random", u1), own1)
+    assert not torch.equal(weights("p2p-per-query", u1, u1.queries[0]), own1)
+    assert not torch.equal(weights("p2p-summary-only", u1), own1)
+    texts = {name: create(name, env).profile_text(u1, u1.queries[0])
+             for name in ("p2p", "p2p-summary-only", "p2p-retrieval-only")}
+    assert "## User History Statistics" in texts["p2p"]
+    assert "## User History Statistics" not in texts["p2p-summary-only"]
+    assert "## User Profile" not in texts["p2p-retrieval-only"]
+    assert "## User History:" in texts["p2p-retrieval-only"]

@@ -47,16 +47,21 @@ def read_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> s
         try:
             text = passphrase_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"cannot read passphrase file {passphrase_file}: {exc.strerror}") from exc
+            raise InputError(
+                f"cannot read passphrase file {passphrase_file}: {exc.strerror}"
+            ) from exc
         lines = text.splitlines()
         if not lines or not lines[0]:
-            raise InputError(f"passphrase file {passphrase_file} is empty: put the passphrase on its first line")
+            raise InputError(
+                f"passphrase file {passphrase_file} is empty: put the passphrase on its first line"
+            )
         return lines[0]
     env = os.environ.get("P2P_LOCAL_PASSPHRASE")
     if env:
         return env
     if not os.isatty(0):
         raise InputError(
-            "no passphrase: set P2P_LOCAL_PASSPHRASE or pass --passphrase-file when not on a terminal"
+            "no passphrase: set P2P_LOCAL_PASSPHRASE or pass --passphrase-file "
+            "when not on a terminal"
         )
     return typer.prompt("Vault passphrase", hide_input=True, confirmation_prompt=confirm)

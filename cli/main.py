@@ -19,7 +19,6 @@ from p2p_local.errors import P2PError
 from .common import err_console
 
 
-
 class _ErrorMappingGroup(TyperGroup):
     """Turns a :class:`P2PError` from any command into one red line and its exit code."""
 
@@ -27,11 +26,13 @@ class _ErrorMappingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except P2PError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            raise click.exceptions.Exit(130) from None
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,7 +278,9 @@ class HFBackend:
                 )
             self._unload()
             try:
-                self._peft = PeftModel.from_pretrained(self._base, peft_dir).eval()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self._peft = PeftModel.from_pretrained(self._base, peft_dir).eval()
             except Exception as exc:  # PEFT raises ValueError/RuntimeError/KeyError
                 self._unload()
                 raise AdapterError(
@@ -303,7 +306,9 @@ class HFBackend:
             if not same:
                 self._unload()
                 try:
-                    self._peft = get_peft_model(self._base, LoraConfig(**cfg)).eval()
+                    with warnings.catch_warnings():  # PEFT calls a deprecated transformers API
+                        warnings.simplefilter("ignore", FutureWarning)
+                        self._peft = get_peft_model(self._base, LoraConfig(**cfg)).eval()
                 except Exception as exc:
                     self._unload()
                     raise AdapterError(

@@ -45,12 +45,11 @@ def test_stream_pieces_join_to_the_chat_reply(hf_base: HFBackend) -> None:
 
 
 def test_sampling_is_seeded(hf_base: HFBackend) -> None:
-    hot = GenerationSettings(max_tokens=12, temperature=1.0, seed=3)
+    hot = GenerationSettings(max_tokens=8, temperature=1.0, seed=3)
     first = hf_base.chat(STORY, hot)
     assert hf_base.chat(STORY, hot) == first
-    others = {hf_base.chat(STORY, GenerationSettings(max_tokens=12, temperature=1.0, seed=s))
-              for s in (4, 5)}
-    assert len(others | {first}) > 1
+    other = hf_base.chat(STORY, GenerationSettings(max_tokens=8, temperature=1.0, seed=4))
+    assert other != first
 
 
 def test_in_memory_adapter_applies_and_is_removed_exactly(hf_base: HFBackend,

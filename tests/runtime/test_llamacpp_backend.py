@@ -16,7 +16,7 @@ pytestmark = pytest.mark.real_model
 
 CAPITAL = [{"role": "user", "content": "Name the capital city of France."}]
 STORY = [{"role": "user", "content": "Tell me about your favourite season of the year."}]
-GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
+GREEDY = GenerationSettings(max_tokens=16, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,11 @@ def test_stream_pieces_join_to_the_chat_reply(llama_base: LlamaCppBackend) -> No
 
 
 def test_sampling_is_seeded(llama_base: LlamaCppBackend) -> None:
-    hot = GenerationSettings(max_tokens=20, temperature=1.0, seed=7)
+    hot = GenerationSettings(max_tokens=12, temperature=1.0, seed=7)
     first = llama_base.chat(STORY, hot)
     assert llama_base.chat(STORY, hot) == first
-    others = {llama_base.chat(STORY, GenerationSettings(max_tokens=20, temperature=1.0, seed=s))
-              for s in (1, 2, 3)}
-    assert len(others | {first}) > 1
+    other = llama_base.chat(STORY, GenerationSettings(max_tokens=12, temperature=1.0, seed=8))
+    assert other != first
 
 
 def test_prompt_uses_the_models_chat_template(llama_base: LlamaCppBackend) -> None:

@@ -15,6 +15,8 @@ per history and cached, so it is not part of adapter generation).
 - per query: BM25 retrieval over the user's history (index built once per history) + profile
              text + embedding + generation (never cached).
 - batch:     ``--batch`` users: one embedding call and one ``generate_batch`` forward.
+- CPU time:  the same work with one torch thread, timed by the thread's CPU clock: what the
+             work costs, whatever else runs on the machine.
 - export:    turning an adapter into GGUF bytes (what the llama.cpp chat path does) and into
              PEFT tensors.
 Writes ``benchmarks/results/adapter.json``. Target: <= 100 ms per user on 2 CPU cores.
@@ -169,6 +171,30 @@ def main() -> None:
         to_gguf.append(t1 - t0)
         to_peft.append(time.perf_counter() - t1)
 
+    # load-independent: CPU time of the calling thread with one torch thread (all the compute
+    # then runs on it; other processes' load does not add to it)
+    torch.set_num_threads(1)
+    cpu_user, cpu_embed, cpu_gen, cpu_query = [], [], [], []
+    for (items, summary), index, query in zip(users, indexes, queries, strict=True):
+        c0 = time.thread_time()
+        prof = build_profile(items, summary=summary)
+        c1 = time.thread_time()
+        vec = embedder.embed([prof.text])[0]
+        c2 = time.thread_time()
+        generate(net, vec)
+        c3 = time.thread_time()
+        prof = build_profile(items, summary=summary, query=query, index=index)
+        generate(net, embedder.embed([prof.text])[0])
+        c4 = time.thread_time()
+        cpu_embed.append(c2 - c1)
+        cpu_gen.append(c3 - c2)
+        cpu_user.append(c3 - c1)
+        cpu_query.append(c4 - c3)
+    c0 = time.thread_time()
+    generate_batch(net, embedder.embed(texts))
+    cpu_batch = time.thread_time() - c0
+    torch.set_num_threads(args.threads)
+
     result = {
         "benchmark": "adapter generation latency",
         "command": "python benchmarks/bench_adapter.py " + " ".join(sys.argv[1:]),
@@ -209,10 +235,20 @@ def main() -> None:
             "seconds": round(best, 4),
             "users_per_s": round(args.batch / best, 1),
         },
+        "cpu_time_one_thread": {
+            "note": "CPU time of the work itself with 1 torch thread: not inflated by other "
+            "processes; wall time on an idle core is about this, and 2 threads are faster",
+            "per_user_embed_generate_materialise": ms(cpu_user),
+            "per_user_embed": ms(cpu_embed),
+            "per_user_generate_materialise": ms(cpu_gen),
+            "per_query_total": ms(cpu_query),
+            "batch_users_per_cpu_second": round(args.batch / cpu_batch, 1),
+        },
         "export": {"gguf_bytes": ms(to_gguf), "peft_state_dict": ms(to_peft)},
         "target_ms_per_user": TARGET_MS,
         "meets_target_median": statistics.median(per_user) * 1000 <= TARGET_MS,
         "meets_target_min_of_repeats": statistics.median(best_user) * 1000 <= TARGET_MS,
+        "meets_target_cpu_time_one_thread": statistics.median(cpu_user) * 1000 <= TARGET_MS,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

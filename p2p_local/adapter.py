@@ -215,6 +215,8 @@ class AdapterBuild:
     per_query: bool
     profile_seconds: float
     generate_seconds: float
+
+
 NO_HYPERNET = (
     "no trained hypernetwork is installed, so there is no personalized adapter (chat uses the "
     "base model): pass --checkpoint DIR, or install one with `p2p-local models add NAME DIR "

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from p2p_local.store.vault import AddResult, Vault, VaultStats
 if TYPE_CHECKING:
     from p2p_local.adapter import AdapterBuild, LoraAdapter
     from p2p_local.embedding import TextEmbedder
+    from p2p_local.engine import Engine
     from p2p_local.export import ExportResult as AdapterExportResult
     from p2p_local.hypernet.checkpoint import Checkpoint, CheckpointInfo
     from p2p_local.profile.builder import Profile, ProfileSettings, VaultProfiler
@@ -77,6 +79,11 @@ class Personalizer:
 
     Open an existing user with exactly one of ``passphrase``, ``recovery_code`` or
     ``use_keychain=True``; create one with :meth:`create`.
+
+    Several users (and threads) can share one loaded base model: pass the same
+    :class:`~p2p_local.engine.Engine` as ``engine``. Each reply then takes the engine's lock,
+    puts this user's adapter on the model, generates and releases it, so replies never mix.
+    Without ``engine`` the Personalizer makes its own on first use (and closes it).
     """
 
     # --- opening and creating -----------------------------------------------------------
@@ -88,6 +95,7 @@ class Personalizer:
         passphrase: str | None = None,
         recovery_code: str | None = None,
         use_keychain: bool = False,
+        engine: Engine | None = None,
     ) -> None:
         self.user = paths.validate_user_name(user)
         if passphrase is None and recovery_code is None and not use_keychain:
@@ -107,13 +115,17 @@ class Personalizer:
             recovery_code=recovery_code,
             use_keychain=use_keychain,
         )
-        self._setup(vault, passphrase=passphrase, recovery_code=None)
+        self._setup(vault, passphrase=passphrase, recovery_code=None, engine=engine)
 
-    def _setup(self, vault: Vault, *, passphrase: str | None, recovery_code: str | None) -> None:
+    def _setup(self, vault: Vault, *, passphrase: str | None, recovery_code: str | None,
+               engine: Engine | None = None) -> None:
         """Per-instance state, shared by ``__init__`` and :meth:`create` (add new state here)."""
         self.vault = vault
         self.recovery_code = recovery_code  # set only by create(): show it once
         self._passphrase = passphrase  # kept to open sibling vaults (LaMP user ids)
+        self._user_lock = threading.RLock()  # one adapter build at a time for this user
+        self._engines: dict[str, Engine] = {} if engine is None else {engine.name: engine}
+        self._own_engines: list[Engine] = []  # made here, closed with this Personalizer
 
     @classmethod
     def create(
@@ -123,13 +135,15 @@ class Personalizer:
         *,
         kdf: KdfParams | None = None,
         use_keychain: bool = False,
+        engine: Engine | None = None,
     ) -> Personalizer:
         """Create ``user``'s vault. ``recovery_code`` is set on the result: show it once."""
         name = paths.validate_user_name(user)
         created = Vault.create(paths.user_dir(name), passphrase, kdf=kdf, use_keychain=use_keychain)
         self = cls.__new__(cls)
         self.user = name
-        self._setup(created.vault, passphrase=passphrase, recovery_code=created.recovery_code)
+        self._setup(created.vault, passphrase=passphrase, recovery_code=created.recovery_code,
+                    engine=engine)
         return self
 
     @staticmethod
@@ -321,11 +335,9 @@ class Personalizer:
 
     @property
     def embedder(self) -> TextEmbedder:
-        """The profile embedder (loaded on first use)."""
+        """The profile embedder (loaded on first use; shared through the engine)."""
         if self.__dict__.get("_embedder") is None:
-            from p2p_local.embedding import Embedder
-
-            self.__dict__["_embedder"] = Embedder()
+            self.__dict__["_embedder"] = self._shared_engine().embedder()
         return self.__dict__["_embedder"]
 
     def profiler(self) -> VaultProfiler:
@@ -352,11 +364,9 @@ class Personalizer:
         return state["_profiler"]
 
     def _default_summary_backend(self) -> ChatBackend:
+        # The engine's base model without an adapter (no second copy of the model).
         if self.__dict__.get("_summary_llm") is None:
-            from p2p_local.registry import model_path
-            from p2p_local.runtime.llamacpp import LlamaCppBackend
-
-            self.__dict__["_summary_llm"] = LlamaCppBackend(model_path("base"))
+            self.__dict__["_summary_llm"] = self.engine("llamacpp").base_backend()
         return self.__dict__["_summary_llm"]
 
     def profile(self, query: str | None = None, task: str | None = None) -> Profile:
@@ -519,30 +529,47 @@ class Personalizer:
         fetches a missing model, reporting to ``progress``). With ``use_adapter`` the user's
         personalized adapter is applied when one exists; otherwise the base model answers.
         Nothing is stored: see :meth:`remember`.
-        """
-        from p2p_local.runtime import apply_adapter
-        from p2p_local.runtime.base import GenerationSettings
 
-        chat_backend = self.chat_backend(backend, progress=progress)
-        apply_adapter(chat_backend, self.personal_adapter(backend) if use_adapter else None)
-        settings = settings or GenerationSettings()
+        Thread-safe: the reply runs under the engine's lock with this user's adapter. A stream
+        (a :class:`~p2p_local.engine.ReplyStream`) holds the lock until it ends or is closed.
+        """
+        engine = self.engine(backend, progress=progress)
+        engine.load(progress=progress)
+        payload = self.personal_adapter(backend) if use_adapter else None
         if stream:
-            return chat_backend.stream(messages, settings)
-        return chat_backend.chat(messages, settings)
+            return engine.stream(messages, settings, adapter=payload)
+        return engine.chat(messages, settings, adapter=payload)
+
+    def engine(self, backend: str = "llamacpp", *, progress: ProgressFn | None = None) -> Engine:
+        """The engine this user's replies run on for ``backend``: the one passed in, else one
+        made here on first use (its model loads on first reply)."""
+        engine = self._engines.get(backend)
+        if engine is None:
+            from p2p_local.engine import Engine
+
+            made = Engine(backend, "base", progress=progress)  # cheap: loads on first use
+            engine = self._engines.setdefault(backend, made)  # atomic: one wins a race
+            if engine is made:
+                self._own_engines.append(made)
+        return engine
+
+    def _shared_engine(self) -> Engine:
+        """The engine passed in (whatever its backend), else this user's llama.cpp one."""
+        if self._engines:
+            return next(iter(self._engines.values()))
+        return self.engine("llamacpp")
 
     def chat_backend(self, name: str = "llamacpp", *, progress: ProgressFn | None = None
                      ) -> ChatBackend:
-        """The chat backend ``name`` on the registry's base model (loaded on first use)."""
-        backends = self.__dict__.setdefault("_chat_backends", {})
-        if name not in backends:
-            from p2p_local.runtime import load_backend
-
-            backends[name] = load_backend(name, "base", progress=progress)
-        return backends[name]
+        """The chat backend ``name`` on the registry's base model (loaded on first use).
+        Shared with other users of the same engine: use it only through :meth:`chat` or
+        under ``self.engine(name).session(adapter)``."""
+        return self.engine(name).load(progress=progress)
 
     def personal_adapter(self, backend: str = "llamacpp") -> AdapterPayload | None:
         """The user's adapter in the form ``backend`` takes, or None when there is none yet."""
-        return self._active_adapter(self.chat_backend(backend))
+        with self._user_lock:
+            return self._active_adapter(self.chat_backend(backend))
 
     def _active_adapter(self, backend: ChatBackend) -> AdapterPayload | None:
         """Hook for the personalized adapter: build (or fetch from the vault) the user's
@@ -590,8 +617,10 @@ class Personalizer:
     # --- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        for chat_backend in self.__dict__.pop("_chat_backends", {}).values():
-            chat_backend.close()
+        for engine in self._own_engines:
+            engine.close()  # a shared engine stays open for its other users
+        self._own_engines.clear()
+        self._engines.clear()
         profiler = self.__dict__.pop("_profiler", None)
         if profiler is not None:
             profiler.drop_cached_history()  # decrypted items leave memory with the vault

@@ -157,6 +157,7 @@ class Registry:
     entries: dict[str, ModelEntry] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     user_file: Path | None = None
+    builtin_defaults: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, name: str) -> str:
         """The entry name ``name`` stands for (``base`` -> the default base model's name)."""
@@ -296,6 +297,10 @@ class Registry:
         """Register a local GGUF file or model folder under ``name`` (hashed now)."""
         if self.user_file is None:
             raise ConfigError("this registry has no user file to add models to")
+        if role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         path = Path(path).expanduser().resolve()
         if not path.exists():
             raise InputError(f"{path} does not exist: give the path of a GGUF file or model folder")
@@ -329,11 +334,10 @@ class Registry:
         if entry.source != "user":
             raise InputError(f"{entry.name!r} is a built-in model and cannot be removed")
         del self.entries[entry.name]
-        builtin = load_registry(user=False)
         for role, chosen in list(self.defaults.items()):
             if chosen == entry.name:
-                if role in builtin.defaults:
-                    self.defaults[role] = builtin.defaults[role]
+                if role in self.builtin_defaults:
+                    self.defaults[role] = self.builtin_defaults[role]
                 else:
                     del self.defaults[role]
         self._save_user()
@@ -341,9 +345,8 @@ class Registry:
 
     def _save_user(self) -> None:
         assert self.user_file is not None
-        builtin = load_registry(user=False)
         users = [asdict(e) for e in self.entries.values() if e.source == "user"]
-        defaults = {r: n for r, n in self.defaults.items() if builtin.defaults.get(r) != n}
+        defaults = {r: n for r, n in self.defaults.items() if self.builtin_defaults.get(r) != n}
         payload = json.dumps({"version": 1, "defaults": defaults, "models": users}, indent=2)
         _atomic_write(self.user_file, payload.encode())
 
@@ -364,6 +367,7 @@ def load_registry(*, builtin: Path | None = None, user: bool = True) -> Registry
             raise ConfigError(f"model {entry.name!r} is listed twice in {source}")
         reg.entries[entry.name] = entry
     reg.defaults = dict(raw.get("defaults", {}))
+    reg.builtin_defaults = dict(reg.defaults)
     if user:
         reg.user_file = data_dir() / USER_REGISTRY
         if reg.user_file.is_file():

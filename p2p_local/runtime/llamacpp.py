@@ -93,6 +93,11 @@ class LlamaCppBackend:
             ) from exc
         if n_ctx < 16:
             raise InputError(f"n_ctx must be at least 16, got {n_ctx}")
+        self._lock = threading.RLock()
+        self._closed = False
+        self._adapter: Any = None  # llama_adapter_lora_p currently applied
+        self.adapter_scale = 1.0
+        self.adapter_source: str | None = None
         self.model_path = Path(model_path)
         check_gguf_model(self.model_path)
         self._lib = llama_cpp
@@ -115,6 +120,7 @@ class LlamaCppBackend:
         self.arch = meta.get("general.architecture", "")
         template = meta.get("tokenizer.chat_template")
         if not template:
+            self.close()
             raise ModelFormatError(
                 f"{self.model_path} has no chat template (tokenizer.chat_template): "
                 "use an instruction-tuned model"
@@ -128,11 +134,6 @@ class LlamaCppBackend:
             template=template, eos_token=token_text(self._llm.token_eos()),
             bos_token=token_text(self._llm.token_bos()), add_generation_prompt=True,
         )
-        self._adapter: Any = None  # llama_adapter_lora_p currently applied
-        self.adapter_scale = 1.0
-        self.adapter_source: str | None = None
-        self._lock = threading.RLock()
-        self._closed = False
 
     # -- ChatBackend ------------------------------------------------------------------------
 
@@ -316,7 +317,8 @@ class LlamaCppBackend:
     def close(self) -> None:
         """Free the adapter, then the model (llama.cpp frees adapters with their model)."""
         with self._lock:
-            if self._closed:
+            if self._closed or not hasattr(self, "_llm"):
+                self._closed = True
                 return
             self._closed = True
             if self._adapter is not None:

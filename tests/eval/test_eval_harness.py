@@ -3,7 +3,7 @@
 One evaluation of all twelve methods runs once for the module (2 users, 3 queries, short
 answers): the base model on llama.cpp, summaries by the same model, the profile embedder, a
 randomly initialised hypernetwork (``random_hypernet_dir``) for P2P, an MT-LoRA and per-user
-OPPU LoRAs trained for two steps through the trainer's LoRA mode.
+OPPU LoRAs trained for one step through the trainer's LoRA mode.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from p2p_local.eval.harness import EvalReport, EvalSettings, load_data, run_eval
 
 pytestmark = pytest.mark.real_model
 
-SMALL = dict(summary_tokens=32, summary_history_tokens=64, oppu_max_steps=2, oppu_batch_size=2,
+SMALL = dict(summary_tokens=32, summary_history_tokens=64, oppu_max_steps=1, oppu_batch_size=2,
              oppu_seq_len=96)
 
 
@@ -33,7 +33,7 @@ def train_base():
 
 @pytest.fixture(scope="module")
 def mt_lora_dir(tmp_path_factory: pytest.TempPathFactory, train_base) -> Path:
-    """An MT-LoRA trained for two steps on other users' review ratings (the trainer's LoRA
+    """An MT-LoRA trained for one step on other users' review ratings (the trainer's LoRA
     mode, as `p2p-local train` with run.mode = "mt_lora" trains it)."""
     from p2p_local.export.peft import save_peft
     from p2p_local.train.config import TrainConfig
@@ -45,7 +45,7 @@ def mt_lora_dir(tmp_path_factory: pytest.TempPathFactory, train_base) -> Path:
                 for i, (text, score) in enumerate([("Works fine.", "4"), ("Awful.", "1"),
                                                    ("Best purchase ever.", "5")])]
     config = TrainConfig.from_dict({
-        "run": {"mode": "mt_lora", "max_steps": 2, "batch_size": 2, "max_seq_len": 96,
+        "run": {"mode": "mt_lora", "max_steps": 1, "batch_size": 2, "max_seq_len": 96,
                 "max_target_tokens": 8, "eval_every": 0, "checkpoint_every": 0,
                 "progress": False},
         "optim": {"lr": 1e-3, "warmup_steps": 0},

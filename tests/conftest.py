@@ -117,12 +117,15 @@ def random_hypernet_dir(tmp_path_factory: pytest.TempPathFactory, _hf_base_sessi
     from p2p_local.hypernet.targets import TargetSpec
     from p2p_local.registry import load_registry
 
-    registry = load_registry(user=False)
-    base, emb = registry.get("base"), registry.get("embedding")
+    from p2p_local.embedding import Embedder
+
+    base = load_registry(user=False).get("base")
+    embedder = Embedder()  # the default embedding model, as the facade loads it (id and dim)
     torch.manual_seed(0)
-    net = HyperNetwork(HyperNetSettings(), TargetSpec.from_model(_hf_base_session.base_model))
+    settings = HyperNetSettings(embedding_dim=embedder.dim)
+    net = HyperNetwork(settings, TargetSpec.from_model(_hf_base_session.base_model))
     net.randomize_heads(seed=0)
     out = tmp_path_factory.mktemp("hypernet")
     save_checkpoint(net, out, base_model=f"{base.name}@{base.sha256[:12]}",
-                    embedding_model=f"{emb.name}@{emb.sha256[:12]}")
+                    embedding_model=embedder.model_id)
     return out

@@ -8,6 +8,11 @@ with the old adapter would otherwise silently produce wrong output. Adapters tha
 are freed. Adapter bytes (decrypted in memory) reach llama.cpp through an anonymous memory file
 (``memfd_create``, opened as ``/proc/self/fd/N``), or where that is missing through a 0600
 temporary file deleted right after loading. It does not build or export adapters.
+
+llama.cpp runs its threads with OpenMP. Busy-waiting OpenMP threads make prompt processing
+5-20x slower when other processes share the CPU (measured on 2 cores), so ``OMP_WAIT_POLICY``
+defaults to ``PASSIVE`` here; it must be set before llama.cpp is first loaded in the process,
+and an explicit setting in the environment wins.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from p2p_local.registry import check_gguf_model, read_gguf_header
 from p2p_local.runtime.base import GenerationSettings, Message, check_messages
 
 GGML_TYPE_F32 = 0
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when llama.cpp's OpenMP loads
 
 
 @dataclass(frozen=True)

@@ -251,6 +251,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
+    import p2p_local.runtime.llamacpp  # noqa: F401 - sets OMP_WAIT_POLICY before OpenMP loads
     from p2p_local.registry import load_registry
 
     reg = load_registry(user=False)
@@ -260,7 +261,8 @@ def main() -> None:
         "command": "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(),
-                    "loadavg_start": list(os.getloadavg())},
+                    "loadavg_start": list(os.getloadavg()),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "model": f"{reg.get('base').name}@{reg.get('base').sha256[:12]}",
         "adapter": {"rank": RANK, "modules": ["q_proj", "v_proj"], "layers": 30},
         "settings": {"new_tokens": args.tokens, "repeats": args.repeats, "swaps": args.swaps},

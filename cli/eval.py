@@ -86,6 +86,8 @@ def evaluate(
     from p2p_local.eval.harness import EvalSettings, is_builtin, run_evaluation
 
     chosen = methods or DEFAULT_METHODS + (",mt-lora,oppu" if mt_lora else "")
+    if not methods and not summaries:
+        chosen = chosen.replace(",p2p-summary-only", "")
     settings = EvalSettings(
         data=data,
         outputs=str(outputs) if outputs else None,

@@ -509,6 +509,13 @@ def read_gguf_header(path: Path) -> GGUFHeader:
         raise ModelFormatError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def gguf_header_from_bytes(data: bytes, *, name: str = "<memory>") -> GGUFHeader:
+    """:func:`read_gguf_header` for a GGUF file held in memory."""
+    if data[:4] != b"GGUF":
+        raise ModelFormatError(f"{name} is not a GGUF file: give a .gguf model")
+    return _parse_gguf_header(Path(name), memoryview(data), len(data))
+
+
 def _parse_gguf_header(path: Path, buf: object, size: int) -> GGUFHeader:
     import struct
 

@@ -82,7 +82,7 @@ class ServerSettings:
     allow_remote:      permit a non-loopback ``host`` (the traffic is plain HTTP).
     max_body_bytes:    largest request body; bigger ones get 413.
     max_tokens_limit:  largest ``max_tokens`` a request may ask for; more gets 400.
-    default_max_tokens: ``max_tokens`` when a request gives none.
+    default_max_tokens: ``max_tokens`` when a request gives none (at most the limit).
     """
 
     host: str = "127.0.0.1"
@@ -106,11 +106,9 @@ class ServerSettings:
             raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if not 1 <= self.max_tokens_limit <= 8192:
             raise ConfigError(f"max_tokens_limit must be in 1..8192, got {self.max_tokens_limit}")
-        if not 1 <= self.default_max_tokens <= self.max_tokens_limit:
+        if not 1 <= self.default_max_tokens <= 8192:
             raise ConfigError(
-                f"default_max_tokens must be in 1..max_tokens_limit ({self.max_tokens_limit}), "
-                f"got {self.default_max_tokens}"
-            )
+                f"default_max_tokens must be in 1..8192, got {self.default_max_tokens}")
 
 
 def is_loopback(host: str) -> bool:
@@ -239,7 +237,7 @@ class ChatCompletionRequest(BaseModel):
             seed = secrets.randbelow(2**31) if temperature > 0 else 0
         seed %= 2**31  # any integer a client sends maps to a valid sampler seed
         return GenerationSettings(
-            max_tokens=asked or server.default_max_tokens,
+            max_tokens=asked or min(server.default_max_tokens, server.max_tokens_limit),
             temperature=temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=seed,
@@ -567,8 +565,12 @@ def _prepare(engine: Engine, person: Personalizer | None, seen: dict[str, str]
     return payload, "p2p-local-" + ("base" if payload is None else _adapter_id(payload))
 
 
-def _finish(engine: Engine, reply: _Reply, max_tokens: int, stopped: bool) -> None:
-    reply.completion_tokens = engine.count_tokens(reply.text) if reply.text else 0
+def _finish(engine: Engine, reply: _Reply, pieces: int, max_tokens: int, stopped: bool) -> None:
+    """Usage and finish reason. A streamed piece is one generated token, except that a
+    character split over several tokens comes as one piece; re-tokenizing the text can merge
+    tokens too, so the larger of the two counts is the closer one."""
+    counted = engine.count_tokens(reply.text) if reply.text else 0
+    reply.completion_tokens = min(max(pieces, counted), max_tokens)
     reply.finish_reason = "length" if reply.completion_tokens >= max_tokens and not stopped \
         else "stop"
 
@@ -581,14 +583,16 @@ def _generate(engine: Engine, person: Personalizer | None, messages: list[Messag
     reply = _Reply(prompt_tokens=engine.prompt_tokens(messages))
     scanner = _StopScanner(stops)
     parts: list[str] = []
+    pieces = 0
     with engine.stream(messages, settings, adapter=payload) as stream:
         for piece in stream:
+            pieces += 1
             parts.append(scanner.feed(piece))
             if scanner.hit:
                 break
     parts.append(scanner.flush() if not scanner.hit else "")
     reply.text = "".join(parts)
-    _finish(engine, reply, settings.max_tokens, scanner.hit)
+    _finish(engine, reply, pieces, settings.max_tokens, scanner.hit)
     return reply, fingerprint
 
 
@@ -638,11 +642,13 @@ class _StreamJob:
         self._post(self._opened_ok, fingerprint)
         scanner = _StopScanner(self.stops)
         parts: list[str] = []
+        pieces = 0
         try:
             with stream:
                 for piece in stream:
                     if self.cancel.is_set():
                         return
+                    pieces += 1
                     text = scanner.feed(piece)
                     if text:
                         parts.append(text)
@@ -654,7 +660,7 @@ class _StreamJob:
                 parts.append(tail)
                 self._post(self._queue.put_nowait, tail)
             self.reply.text = "".join(parts)
-            _finish(self.engine, self.reply, self.settings.max_tokens, scanner.hit)
+            _finish(self.engine, self.reply, pieces, self.settings.max_tokens, scanner.hit)
             self._post(self._queue.put_nowait, _END)
         except BaseException as exc:  # noqa: BLE001 - reported in the stream
             self._post(self._queue.put_nowait, exc)

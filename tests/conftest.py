@@ -27,6 +27,9 @@ os.environ.setdefault("P2P_LOCAL_CACHE", str(Path.home() / ".cache" / "p2p-local
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP threads (torch, llama.cpp) that busy-wait slow everything 3-20x when other processes
+# share the CPU; sleeping waiters cost little when the machine is idle.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture

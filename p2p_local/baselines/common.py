@@ -80,7 +80,7 @@ class MethodSettings:
 
     def __post_init__(self) -> None:
         ints = {
-            "k": (0, 32), "n_ctx": (64, 131072), "item_chars": (40, 20000),
+            "k": (0, 32), "n_ctx": (64, 131072), "item_chars": (40, 4000),
             "history_chars": (40, 20000), "summary_tokens": (16, 512),
             "summary_history_tokens": (64, 32768), "oppu_epochs": (1, 1000),
             "oppu_max_steps": (1, 100000), "oppu_batch_size": (1, 4096),
@@ -382,13 +382,15 @@ class EvalEnv:
         """The hypernetwork (``settings.checkpoint`` or the installed one), checked against the
         base and embedding models in use."""
         if self._checkpoint is None:
-            from p2p_local.adapter import NO_HYPERNET, find_checkpoint
+            from p2p_local.adapter import find_checkpoint
             from p2p_local.hypernet.checkpoint import load_checkpoint
 
             path = find_checkpoint(self.settings.checkpoint)
             if path is None:
                 raise CheckpointError(
-                    NO_HYPERNET.replace("--checkpoint DIR", "--checkpoint DIR to p2p-local eval")
+                    "the p2p methods need a hypernetwork and none is installed: pass "
+                    "--checkpoint DIR, install one with `p2p-local models add NAME DIR --role "
+                    "hypernet --default`, or leave them out (--methods base,rag,pag,full-history)"
                 )
             ckpt = load_checkpoint(path, base_model=self.base_model_id())
             if self._embedder is None:

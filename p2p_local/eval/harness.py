@@ -95,6 +95,9 @@ class EvalSettings:
         if self.split is not None and self.split not in SPLITS:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         object.__setattr__(self, "methods", tuple(parse_methods(list(self.methods))))
+        if "p2p-summary-only" in self.methods and not self.method.summaries:
+            raise ConfigError("p2p-summary-only needs the LLM summaries: turn summaries on or "
+                              "leave the method out")
         if self.users is not None and (not isinstance(self.users, int) or self.users < 1):
             raise ConfigError(f"users must be None or an integer >= 1, got {self.users!r}")
         if not isinstance(self.queries, int) or not 1 <= self.queries <= 1000:

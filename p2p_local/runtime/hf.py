@@ -54,8 +54,10 @@ def convert_gguf(gguf_path: Path, dest: Path | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         kw = {"gguf_file": gguf_path.name}
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kw)
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kw)
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32,
+                                                         **kw)
     except Exception as exc:  # transformers raises many kinds for unsupported / corrupt files
         raise ModelFormatError(
             f"transformers cannot load {gguf_path} ({type(exc).__name__}: {exc}): use a GGUF of "
@@ -71,6 +73,20 @@ def convert_gguf(gguf_path: Path, dest: Path | None = None) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No per-tensor progress bars from transformers while a model loads."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def default_device() -> str:
@@ -110,8 +126,9 @@ class HFBackend:
                 )
             folder, kw = self.model_path, {}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
-            base = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **kw)
+            with _quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+                base = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **kw)
         except Exception as exc:
             raise ModelFormatError(
                 f"transformers cannot load {self.model_path} ({type(exc).__name__}: {exc})"

@@ -35,7 +35,7 @@ from p2p_local.errors import (
     InputError,
     ModelFormatError,
 )
-from p2p_local.registry import check_gguf_model, read_gguf_header
+from p2p_local.registry import check_gguf_model, gguf_header_from_bytes, read_gguf_header
 from p2p_local.runtime.base import GenerationSettings, Message, check_messages
 
 GGML_TYPE_F32 = 0
@@ -52,13 +52,21 @@ class LoraFileInfo:
     n_tensors: int
 
 
-def read_lora_info(path: Path) -> LoraFileInfo:
-    """Check that ``path`` is a GGUF LoRA adapter; raise :class:`AdapterError` if not."""
-    path = Path(path)
+def read_lora_info(source: Path | bytes) -> LoraFileInfo:
+    """Check that ``source`` (a path or the file's bytes) is a GGUF LoRA adapter.
+
+    Raises :class:`AdapterError` if it is not, or if it is truncated.
+    """
     try:
-        header = read_gguf_header(path)
+        if isinstance(source, bytes):
+            header, size, path = gguf_header_from_bytes(source), len(source), "<memory>"
+        else:
+            path = Path(source)
+            header, size = read_gguf_header(path), path.stat().st_size
     except ModelFormatError as exc:
         raise AdapterError(f"not a usable adapter: {exc}") from exc
+    except OSError as exc:
+        raise AdapterError(f"cannot read adapter {source}: {exc.strerror}") from exc
     kv = header.kv
     if kv.get("general.type") != "adapter" or kv.get("adapter.type") != "lora":
         raise AdapterError(
@@ -68,7 +76,7 @@ def read_lora_info(path: Path) -> LoraFileInfo:
     arch = kv.get("general.architecture")
     if not arch:
         raise AdapterError(f"adapter {path} has no general.architecture")
-    if path.stat().st_size < header.data_end:
+    if size < header.data_end:
         raise AdapterError(f"adapter {path} is truncated: export it again")
     alpha = kv.get("adapter.lora.alpha")
     return LoraFileInfo(arch=str(arch), n_tensors=header.n_tensors,
@@ -258,8 +266,8 @@ class LlamaCppBackend:
             return
         if not data.startswith(b"GGUF"):
             raise AdapterError("adapter bytes are not a GGUF file: export it as GGUF first")
+        self._check_lora(data)
         with _adapter_file(data) as fname:
-            self._check_lora(Path(fname))
             handle = self._load_lora(fname, shown="in-memory adapter")
         self._swap(handle, scale, "<memory>")
 
@@ -267,8 +275,8 @@ class LlamaCppBackend:
     def has_adapter(self) -> bool:
         return self._adapter is not None
 
-    def _check_lora(self, path: Path) -> None:
-        info = read_lora_info(path)
+    def _check_lora(self, source: Path | bytes) -> None:
+        info = read_lora_info(source)
         if info.arch != self.arch:
             raise AdapterError(
                 f"adapter is for architecture {info.arch!r} but the base model is {self.arch!r}: "

@@ -54,3 +54,14 @@ def test_eval_rejects_unknown_methods_and_missing_data(home: Path, tmp_path: Pat
     no_gold.write_text("[]")
     result = runner.invoke(app, ["eval", "--data", str(no_gold), "--out", str(tmp_path / "o")])
     assert result.exit_code == 7 and "--outputs" in result.output
+
+
+@pytest.mark.real_model
+def test_eval_p2p_without_a_checkpoint_fails_before_answering(
+        home: Path, tmp_path: Path, lamp_rating_files: Path) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", "--data", str(lamp_rating_files), "--methods",
+                                 "base,p2p", "--checkpoint", str(tmp_path / "missing"),
+                                 "--out", str(out), "--no-progress"])
+    assert result.exit_code == 6 and "no hypernetwork checkpoint" in result.output
+    assert not (out / "predictions").exists()  # nothing was answered

@@ -52,3 +52,11 @@ def test_logits_agree_at_every_position(pair) -> None:
     prompt = llama.prompt_tokens(PROMPT)
     diff = np.abs(llama.eval_logits(prompt) - hf.eval_logits(prompt)).max()
     assert diff < 1e-3, f"max |logit diff| {diff}"
+
+
+def test_tokenizers_agree_with_and_without_special_tokens(pair) -> None:
+    llama, hf = pair
+    text = "Hello <|im_start|> world, Paris. Ünïcødé 123"
+    assert hf.tokenize(text) == llama.tokenize(text)
+    assert hf.tokenize(text, special=True) == llama.tokenize(text, special=True)
+    assert hf.tokenize(text) != hf.tokenize(text, special=True)

@@ -141,6 +141,8 @@ def test_bad_adapters_raise_adapter_error(llama_base: LlamaCppBackend,
     cut.write_bytes(adapters["x"].read_bytes()[:-1000])
     with pytest.raises(AdapterError, match="truncated"):
         llama_base.set_adapter(cut)
+    with pytest.raises(AdapterError, match="truncated"):
+        llama_base.set_adapter_bytes(cut.read_bytes())
     assert not llama_base.has_adapter  # failed swaps leave the base model in place
     assert "Paris" in llama_base.chat(CAPITAL, GREEDY)
     assert read_lora_info(adapters["x"]).alpha == 8.0

@@ -1,0 +1,61 @@
+"""The Markdown tables and the JSON round trip of a report (no models)."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2p_local.errors import EvaluationError
+from p2p_local.eval.harness import EvalReport, MethodResult
+from p2p_local.eval.metrics import best_constant, score
+from p2p_local.eval.report import combined_table, markdown_table
+
+RATINGS = ("1", "2", "3", "4", "5")
+
+
+def _rating_report() -> EvalReport:
+    golds = ["4", "5", "2"]
+    results = {
+        "base": MethodResult("base", score("rating", ["1", "1", None], golds, RATINGS),
+                             0.25, 0.0, 2, "fp-base"),
+        "p2p": MethodResult("p2p", score("rating", ["4", "4", "2"], golds, RATINGS),
+                            0.5, 0.8, 2, "fp-p2p"),
+    }
+    constant = best_constant("rating", ["4", "4", "3"], golds, RATINGS)
+    return EvalReport("movielens", "rating", "random", 2, 3, results, constant,
+                      {"model": "m@1", "backend": "llamacpp", "hardware": "x"})
+
+
+def _generation_report() -> EvalReport:
+    golds = ["the cat sat", "a dog"]
+    results = {"base": MethodResult("base", score("generation", ["cat", None], golds),
+                                    1.5, 0.0, 2, "fp")}
+    return EvalReport("fortunes", "generation", "random", 2, 2, results, None, {})
+
+
+def test_markdown_table_marks_the_best_and_lists_the_constant() -> None:
+    table = markdown_table(_rating_report())
+    assert "### movielens (rating), random split: 2 held-out users, 3 queries" in table
+    assert "| method | MAE ↓ | RMSE ↓ | Acc ↑ | unparsable | s / query | setup s / user |" in table
+    p2p = next(line for line in table.splitlines() if line.startswith("| p2p |"))
+    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "**0.3333**" in p2p and "**" not in base.split("|")[2]  # lower MAE is bold
+    assert "1/3" in base and "0.250" in base  # unparsable count and s / query
+    assert '| best constant ("4") |' in table
+
+
+def test_report_json_round_trip() -> None:
+    report = _rating_report()
+    again = EvalReport.from_dict(report.to_dict())
+    assert again.summary() == report.summary()
+    assert again.results["p2p"].fingerprint == "fp-p2p"
+    with pytest.raises(EvaluationError):
+        EvalReport.from_dict({"format": "other"})
+
+
+def test_combined_table_has_a_column_group_per_task() -> None:
+    table = combined_table([_rating_report(), _generation_report()])
+    head = table.splitlines()[0]
+    assert "movielens MAE ↓" in head and "fortunes ROUGE-1 ↑" in head
+    p2p = next(line for line in table.splitlines() if line.startswith("| p2p |"))
+    assert p2p.count(" - ") == 2  # p2p has no fortunes results: two empty ROUGE cells
+    assert "movielens: 2 users / 3 queries" in table

@@ -1,14 +1,15 @@
 """Cost of one training step of the default recipe (real base model, real prepared data).
 
-    .venv/bin/python benchmarks/bench_train_step.py [--steps 8] [--batch-size N]
-        [--config models/hypernets/configs/cpu_default.toml] [--grad-checkpointing]
+    .venv/bin/python benchmarks/bench_train_step.py [--steps 4] [--budgets 0,512]
+        [--config models/hypernets/configs/cpu_default.toml]
 
-Runs the trainer for ``--steps`` + 1 steps (the first, which tokenises and warms up, is not
-counted) on the config's prepared data (prepared first if missing: that can take long, see
-``--prepare-only`` of ``p2p-local train``), with held-out evaluation and intermediate
-checkpoints off. Reports seconds per optimizer step (median, mean, min, max), target tokens per
-step, and the 1-minute load average before and after (these machines are shared: a load above
-the core count inflates the numbers). Writes ``benchmarks/results/train_step.json``.
+Times ``Trainer.train_step`` (forward, backward, clip, AdamW) on the config's prepared data
+(prepared first if missing, which can take long: see ``p2p-local train --prepare-only``), after
+one warm-up step, for each ``max_batch_tokens`` budget in turn on the same steps (0 = one padded
+batch; N = length-sorted pieces of at most N padded tokens). Reports wall seconds and this
+process's CPU seconds per step: the CPU seconds are what to compare when the machine is shared
+(wall time then depends on the other processes; the 1-minute load average is recorded).
+Writes ``benchmarks/results/train_step.json``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "models/hypernets/configs/cpu_default.toml"))
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--budgets", default="0,512", help="max_batch_tokens values to compare")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
@@ -52,41 +52,41 @@ def main() -> int:
     t0 = time.perf_counter()
     base = load_base(config.model.base)
     load_s = time.perf_counter() - t0
-    load_before = os.getloadavg()[0]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    loads = [os.getloadavg()[0]]
+    timings: dict[int, dict[str, list[float]]] = {b: {"wall": [], "cpu": []} for b in budgets}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        run = replace(
-            config.run, out_dir=tmp, max_steps=args.steps + 1, log_every=1, eval_every=0,
-            checkpoint_every=0, progress=False,
-            batch_size=args.batch_size or config.run.batch_size,
-            grad_checkpointing=args.grad_checkpointing or config.run.grad_checkpointing,
-        )
-        cfg = replace(config, run=run)
+        cfg = replace(config, run=replace(config.run, out_dir=tmp, progress=False))
         trainer = Trainer(cfg, data, base)
-        trainer.fit()
+        trainer.train_step(0)  # warm-up (tokeniser, allocator)
+        for step in range(1, args.steps + 1):
+            for budget in budgets:  # interleaved: every budget sees the same load
+                trainer.config = replace(cfg, run=replace(cfg.run, max_batch_tokens=budget))
+                wall, cpu = time.perf_counter(), time.process_time()
+                trainer.train_step(step)
+                timings[budget]["wall"].append(time.perf_counter() - wall)
+                timings[budget]["cpu"].append(time.process_time() - cpu)
+            loads.append(os.getloadavg()[0])
         trainer.close()
-        rows = [json.loads(x) for x in (Path(tmp) / "loss.jsonl").read_text().splitlines()]
-    load_after = os.getloadavg()[0]
-    steps = [r for r in rows if "loss" in r][1:]
-    seconds = [r["seconds"] for r in steps]
-    tokens = [r["tokens"] for r in steps]
     result = {
         "benchmark": "train_step",
-        "config": str(Path(args.config).resolve().relative_to(ROOT))
-        if Path(args.config).resolve().is_relative_to(ROOT) else args.config,
+        "config": os.path.relpath(args.config, ROOT),
         "mode": cfg.run.mode,
         "base_model": base.model_id,
         "global_batch": trainer.global_batch,
         "max_seq_len": cfg.run.max_seq_len,
-        "grad_checkpointing": cfg.run.grad_checkpointing,
-        "steps_timed": len(seconds),
-        "seconds_per_step_median": statistics.median(seconds),
-        "seconds_per_step_mean": statistics.fmean(seconds),
-        "seconds_per_step_min": min(seconds),
-        "seconds_per_step_max": max(seconds),
-        "target_tokens_per_step_mean": statistics.fmean(tokens),
+        "steps_timed": args.steps,
+        "by_max_batch_tokens": {
+            str(b): {
+                "wall_seconds_per_step_median": statistics.median(t["wall"]),
+                "cpu_seconds_per_step_median": statistics.median(t["cpu"]),
+                "wall_seconds": [round(x, 2) for x in t["wall"]],
+                "cpu_seconds": [round(x, 2) for x in t["cpu"]],
+            }
+            for b, t in timings.items()
+        },
         "base_load_seconds": round(load_s, 1),
-        "load_average_1min_before": load_before,
-        "load_average_1min_after": load_after,
+        "load_average_1min": loads,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),

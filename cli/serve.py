@@ -181,11 +181,25 @@ def serve(
             console.print(f"serving {url}  (models: {escape(names)})", highlight=False,
                           soft_wrap=True)
 
-        run_server(app, settings, log_level=log_level, on_ready=ready)
+        _stop_on_sigterm()
+        try:
+            run_server(app, settings, log_level=log_level, on_ready=ready)
+        except KeyboardInterrupt:  # uvicorn shut down gracefully, then passed the signal on
+            err_console.print("stopped", highlight=False)
     finally:
         for person in users.values():
             person.close()
         engine.close()
+
+
+def _stop_on_sigterm() -> None:
+    """Let SIGTERM end the command like Ctrl-C: after the server stops, the vaults close."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _loopback(host: str) -> bool:

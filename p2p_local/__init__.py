@@ -8,7 +8,13 @@ Heavy submodules (torch, transformers, llama.cpp) load lazily: importing this pa
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# OpenMP threads (torch, llama.cpp) that spin while idle slow everything down several-fold when
+# other processes share the cores; waiting passively costs nothing measurable when they don't.
+# Set before torch or llama.cpp load; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from p2p_local import errors
 from p2p_local.errors import P2PError
@@ -17,8 +23,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from p2p_local.api import Personalizer
+    from p2p_local.engine import Engine
 
-__all__ = ["Personalizer", "P2PError", "errors", "__version__"]
+__all__ = ["Engine", "Personalizer", "P2PError", "errors", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from p2p_local.api import Personalizer
 
         return Personalizer
+    if name == "Engine":
+        from p2p_local.engine import Engine
+
+        return Engine
     raise AttributeError(f"module 'p2p_local' has no attribute {name!r}")

@@ -243,6 +243,18 @@ class Personalizer:
         """Store history items (duplicates by content are skipped)."""
         return self.vault.add(items)
 
+    def ingest(self, items: Iterable[HistoryItem | dict]) -> AddResult:
+        """Store history items given as :class:`HistoryItem` or as dicts with its fields
+        (``{"text": ..., "kind": "rating", "score": 4}``); for files use :meth:`ingest_file`."""
+        def item(it: HistoryItem | dict) -> HistoryItem:
+            if isinstance(it, HistoryItem):
+                return it
+            if isinstance(it, dict):
+                return HistoryItem.from_dict(it)
+            raise InputError(f"a history item must be a HistoryItem or a dict, got {it!r}")
+
+        return self.vault.add(item(it) for it in items)
+
     def count(self) -> int:
         return self.vault.count()
 

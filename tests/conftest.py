@@ -115,12 +115,11 @@ def random_hypernet_dir(tmp_path_factory: pytest.TempPathFactory, _hf_base_sessi
     with non-zero heads: stands in for a trained one (real adapters that depend on the user)."""
     import torch
 
+    from p2p_local.embedding import Embedder
     from p2p_local.hypernet.checkpoint import save_checkpoint
     from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
     from p2p_local.hypernet.targets import TargetSpec
     from p2p_local.registry import load_registry
-
-    from p2p_local.embedding import Embedder
 
     base = load_registry(user=False).get("base")
     embedder = Embedder()  # the default embedding model, as the facade loads it (id and dim)

@@ -105,6 +105,19 @@ def test_personalizer_without_an_engine_makes_and_closes_its_own(home: Path,
     assert shared.loaded and llama_base.n_ctx() > 0  # other users keep using it
 
 
+def test_ingest_takes_items_and_dicts(home: Path) -> None:
+    from p2p_local.api import Personalizer
+    from p2p_local.store.records import HistoryItem
+
+    with Personalizer.create("eve", PASSPHRASE) as p:
+        res = p.ingest([HistoryItem(text="first"), {"text": "second", "kind": "rating",
+                                                    "score": 4, "unknown_field": 1}])
+        assert res.added == 2 and p.ingest([{"text": "first"}]).duplicates == 1
+        assert [s.item.score for s in p.history()] == [None, 4]
+        with pytest.raises(InputError, match="HistoryItem or a dict"):
+            p.ingest(["just a string"])
+
+
 @pytest.mark.real_model
 def test_users_on_threads_get_their_own_replies(shared, alone) -> None:
     engine, users = shared

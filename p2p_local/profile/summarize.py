@@ -19,7 +19,7 @@ Fitting the history (``select_items``):
 
 Cleaning (``clean_summary``): markdown heading lines, emphasis and list markers are removed, list
 items become sentences, lines are joined into one paragraph, a leading "Summary:"-style label is
-dropped, repeated sentences (60% of their content words seen in one earlier sentence), any
+dropped, repeated sentences (60% of their content words said in one earlier sentence), any
 sentence that copies 8 or more consecutive words of the prompt and any sentence that names a
 likely entity of the history (a word capitalized mid-sentence there and never lower-case) are
 removed, and the result is cut back to whole sentences within ``max_tokens``.
@@ -43,7 +43,7 @@ from p2p_local.profile.retrieval import tokenize
 from p2p_local.runtime.base import ChatBackend, GenerationSettings, Message
 from p2p_local.store.records import HistoryItem, StoredItem
 
-PROMPT_VERSION = 1  # bump when the prompt or the cleaning changes: old cached summaries go stale
+PROMPT_VERSION = 2  # bump when the prompt or the cleaning changes: old cached summaries go stale
 DEFAULT_TASK = (
     "Open-ended chat: answer this user's messages the way this user would find most helpful, "
     "matching how they write and what they prefer."
@@ -82,7 +82,7 @@ class SummarySettings:
     """
 
     max_tokens: int = 128
-    max_history_tokens: int = 640
+    max_history_tokens: int = 512
     item_max_tokens: int = 96
     recent_fraction: float = 0.5
     diversity_pool: int = 256
@@ -290,7 +290,7 @@ _LABEL = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_NEAR_DUPLICATE = 0.6  # word-set Jaccard similarity above which a sentence counts as repeated
+_NEAR_DUPLICATE = 0.6  # share of a sentence's content words already in one earlier sentence
 
 
 def _ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
@@ -310,10 +310,9 @@ def _content_words(sentence: str) -> set[str]:
 
 
 def _repeats(sentence: str, earlier: Sequence[set[str]]) -> bool:
+    """True when most of the sentence's content words were said in one earlier sentence."""
     words = _content_words(sentence)
-    return bool(words) and any(
-        1.0 - _jaccard_distance(words, w) >= _NEAR_DUPLICATE for w in earlier
-    )
+    return bool(words) and any(len(words & w) / len(words) >= _NEAR_DUPLICATE for w in earlier)
 
 
 def _sentences(text: str) -> list[str]:

@@ -325,6 +325,7 @@ class HFBackend:
                 try:
                     with warnings.catch_warnings():  # PEFT calls a deprecated transformers API
                         warnings.simplefilter("ignore", FutureWarning)
+                        warnings.filterwarnings("ignore", message=".*base_model_name_or_path")
                         self._peft = get_peft_model(self._base, LoraConfig(**cfg)).eval()
                 except Exception as exc:
                     self._unload()

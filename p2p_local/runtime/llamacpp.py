@@ -5,9 +5,11 @@ template, all-position logits for parity checks, and adapters swapped on the loa
 without reloading it (``llama_adapter_lora_init`` + ``llama_set_adapters_lora`` on the
 low-level handles). After every swap the context (KV cache) is cleared: a cached prefix computed
 with the old adapter would otherwise silently produce wrong output. Adapters that are dropped
-are freed. Adapter bytes (decrypted in memory) reach llama.cpp through an anonymous memory file
-(``memfd_create``, opened as ``/proc/self/fd/N``), or where that is missing through a 0600
-temporary file deleted right after loading. It does not build or export adapters.
+are freed. Adapter bytes (decrypted in memory) never need a file: llama.cpp reads them from a
+``FILE*`` over the process's own memory (``fmemopen`` + ``llama_adapter_lora_init_from_file_ptr``);
+where that is missing, from an anonymous memory file (``memfd_create``, opened as
+``/proc/self/fd/N``); only where both are missing from a 0600 temporary file deleted right after
+loading (:func:`adapter_transport` says which). It does not build or export adapters.
 
 llama.cpp runs its threads with OpenMP. Busy-waiting OpenMP threads make prompt processing
 5-20x slower when other processes share the CPU (measured on 2 cores), so ``OMP_WAIT_POLICY``
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import tempfile
 import threading
@@ -39,6 +42,7 @@ from p2p_local.registry import check_gguf_model, gguf_header_from_bytes, read_gg
 from p2p_local.runtime.base import GenerationSettings, Message, check_messages
 
 GGML_TYPE_F32 = 0
+TRANSPORTS = ("fmemopen", "memfd", "tempfile")
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when llama.cpp's OpenMP loads
 
@@ -259,16 +263,25 @@ class LlamaCppBackend:
         self._check_lora(path)
         self._swap(self._load_lora(str(path), shown=str(path)), scale, str(path))
 
-    def set_adapter_bytes(self, data: bytes | None, scale: float = 1.0) -> None:
-        """Apply a GGUF LoRA adapter held in memory; its bytes never reach the disk on Linux."""
+    def set_adapter_bytes(self, data: bytes | None, scale: float = 1.0, *,
+                          transport: str | None = None) -> None:
+        """Apply a GGUF LoRA adapter held in memory (its bytes never reach the disk on Linux or
+        macOS). ``transport``: fmemopen | memfd | tempfile (default: :func:`adapter_transport`).
+        """
         if data is None:
             self._swap(None, scale, None)
             return
         if not data.startswith(b"GGUF"):
             raise AdapterError("adapter bytes are not a GGUF file: export it as GGUF first")
+        how = transport or adapter_transport()
+        if how not in TRANSPORTS:
+            raise InputError(f"transport must be one of {', '.join(TRANSPORTS)}, got {how!r}")
         self._check_lora(data)
-        with _adapter_file(data) as fname:
-            handle = self._load_lora(fname, shown="in-memory adapter")
+        if how == "fmemopen":
+            handle = self._load_lora_fmemopen(data)
+        else:
+            with _adapter_file(data, memfd=how == "memfd") as fname:
+                handle = self._load_lora(fname, shown="in-memory adapter")
         self._swap(handle, scale, "<memory>")
 
     @property
@@ -291,6 +304,28 @@ class LlamaCppBackend:
             raise AdapterError(
                 f"llama.cpp rejected {shown}: its tensors do not match the base model "
                 f"{self.model_path.name} (wrong layer count or shapes?)"
+            )
+        return handle
+
+    def _load_lora_fmemopen(self, data: bytes) -> Any:
+        libc = _libc_fmemopen()
+        if libc is None:
+            raise InputError("fmemopen is not available here: use transport='memfd'")
+        buf = ctypes.create_string_buffer(data, len(data))  # alive until fclose below
+        with self._lock:
+            self._check_open()
+            fp = libc.fmemopen(buf, len(data), b"rb")
+            if not fp:
+                raise AdapterError("fmemopen failed: use transport='memfd'")
+            try:
+                handle = self._lib.llama_adapter_lora_init_from_file_ptr(
+                    self._llm._model.model, fp)
+            finally:
+                libc.fclose(fp)  # the caller owns the FILE*: llama.cpp does not close it
+        if not handle:
+            raise AdapterError(
+                f"llama.cpp rejected the in-memory adapter: its tensors do not match the base "
+                f"model {self.model_path.name} (wrong layer count or shapes?)"
             )
         return handle
 
@@ -358,9 +393,9 @@ class LlamaCppBackend:
 
 
 @contextlib.contextmanager
-def _adapter_file(data: bytes) -> Iterator[str]:
+def _adapter_file(data: bytes, *, memfd: bool = True) -> Iterator[str]:
     """A path that reads as ``data``: an anonymous memory file, else a 0600 temp file."""
-    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+    if memfd and _has_memfd():
         fd = os.memfd_create("p2p-adapter")
         try:
             _write_all(fd, data)
@@ -394,7 +429,30 @@ def default_threads() -> int:
 
 
 def adapter_transport() -> str:
-    """How :meth:`LlamaCppBackend.set_adapter_bytes` hands adapters over on this system."""
-    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
-        return "memfd"
-    return "tempfile"
+    """How :meth:`LlamaCppBackend.set_adapter_bytes` hands adapters to llama.cpp here:
+    ``fmemopen`` (process memory, no file at all), ``memfd`` (anonymous memory file) or
+    ``tempfile`` (0600 file deleted right after loading)."""
+    import llama_cpp
+
+    if _libc_fmemopen() is not None and hasattr(llama_cpp, "llama_adapter_lora_init_from_file_ptr"):
+        return "fmemopen"
+    return "memfd" if _has_memfd() else "tempfile"
+
+
+def _has_memfd() -> bool:
+    return hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir()
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_fmemopen() -> Any:
+    """The C library with ``fmemopen``/``fclose`` typed for ctypes, or None."""
+    try:
+        libc = ctypes.CDLL(None)
+        fmemopen, fclose = libc.fmemopen, libc.fclose
+    except (OSError, AttributeError, TypeError):
+        return None
+    fmemopen.restype = ctypes.c_void_p
+    fmemopen.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    fclose.restype = ctypes.c_int
+    fclose.argtypes = [ctypes.c_void_p]
+    return libc

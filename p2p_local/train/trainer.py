@@ -469,7 +469,7 @@ class Trainer:
                     break
                 rng_before, window_before = rng_state(), window.clone()
                 try:
-                    grad_norm = self._step(step, window)
+                    grad_norm = self.train_step(step, window)
                 except KeyboardInterrupt:
                     set_rng_state(rng_before)  # the interrupted step never happened
                     window.copy_(window_before)
@@ -539,25 +539,51 @@ class Trainer:
                 step, batch_size=run.batch_size, rank=self.rank, world=self.world,
                 micro=micro, accum=run.grad_accum,
             )
-            batch = self._batch(draws)
-            last = micro == run.grad_accum - 1
-            with nullcontext() if last else acc.no_sync(self.model):
-                try:
-                    lm, reg = self._forward(self.model, batch, opt.label_smoothing)
-                    loss = lm.loss + opt.reg_weight * reg
-                    acc.backward(loss / run.grad_accum)
-                finally:
-                    self.injector.clear()
-            total += float(loss.detach())
+            encoded = [self._encode("train", d.index, self.train_examples) for d in draws]
+            n_target = sum(e.n_target for e in encoded)
+            chunks = self._chunks(draws, encoded)
+            objective = ce_sum = reg_sum = 0.0
+            for c, chunk in enumerate(chunks):
+                last = micro == run.grad_accum - 1 and c == len(chunks) - 1
+                batch = self._batch(chunk)
+                with nullcontext() if last else acc.no_sync(self.model):
+                    try:
+                        lm, reg = self._forward(self.model, batch, opt.label_smoothing)
+                        # the micro-batch's mean over target tokens / examples, by parts
+                        share = len(chunk) / len(draws)
+                        loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
+                        acc.backward(loss / run.grad_accum)
+                    finally:
+                        self.injector.clear()
+                objective += float(loss.detach())
+                ce_sum += float(lm.nll_sum)
+                reg_sum += float(reg.detach()) * share
+            total += objective
             if window is not None:
-                window[0] += float(loss.detach())
-                window[1] += float(lm.nll_sum)
-                window[2] += float(reg.detach())
-                window[3] += lm.n_tokens
-                window[4] += 1
+                window += torch.tensor([objective, ce_sum, reg_sum, n_target, 1.0],
+                                       dtype=window.dtype, device=window.device)
         return total / run.grad_accum
 
-    def _step(self, step: int, window: Tensor) -> float:
+    def _chunks(self, draws: list[Draw], encoded: list[Encoded]) -> list[list[Draw]]:
+        """The micro-batch in length-sorted pieces of at most ``max_batch_tokens`` padded
+        tokens (one piece when 0): less padding, the same gradient."""
+        budget = self.config.run.max_batch_tokens
+        if not budget:
+            return [draws]
+        order = sorted(range(len(draws)), key=lambda i: (len(encoded[i].input_ids), i))
+        chunks: list[list[Draw]] = []
+        current: list[Draw] = []
+        for i in order:
+            width = len(encoded[i].input_ids)  # the longest so far: lengths ascend
+            if current and (len(current) + 1) * width > budget:
+                chunks.append(current)
+                current = []
+            current.append(draws[i])
+        chunks.append(current)
+        return chunks
+
+    def train_step(self, step: int, window: Tensor | None = None) -> float:
+        """One optimizer step on step ``step``'s batch; returns the gradient norm."""
         opt = self.config.optim
         acc = self.acc
         self.compute_gradients(step, window)

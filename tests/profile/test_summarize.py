@@ -162,6 +162,7 @@ def real_summary(_llama_base_session):
     settings = SummarySettings(max_tokens=64)
     items = _items("reviews.jsonl")
     summary = summarize(items, _llama_base_session, settings=settings)
+    # The whole history, so the copy check below covers items the budget left out too.
     messages = build_messages(
         select_items(items, 10_000, _llama_base_session.count_tokens, settings).lines,
         summary.task,
@@ -181,7 +182,7 @@ def test_real_summary_is_plain_nonempty_text_within_the_cap(real_summary, llama_
     assert len(re.findall(r"[A-Za-z]{3,}", summary.text)) >= 5  # words, not noise
     assert llama_base.count_tokens(summary.text) <= settings.max_tokens
     assert "\n" not in summary.text and "#" not in summary.text
-    assert summary.items_used == 12 and summary.prompt_tokens > 300
+    assert 6 <= summary.items_used <= 12 and summary.prompt_tokens > 300
     assert summary.model_id == "llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -113,13 +113,16 @@ def test_stale_kv_prefix_is_dropped_on_swap(llama_base: LlamaCppBackend,
 
 def test_adapter_bytes_match_the_file(llama_base: LlamaCppBackend,
                                       adapters: dict[str, Path]) -> None:
-    assert adapter_transport() == "memfd"  # Linux: the bytes never touch the disk
+    assert adapter_transport() == "fmemopen"  # Linux: the bytes never leave process memory
     prompt = llama_base.prompt_tokens(CAPITAL)
     llama_base.set_adapter(adapters["x"])
     from_file = llama_base.eval_logits(prompt)
-    llama_base.set_adapter_bytes(adapters["x"].read_bytes())
-    assert llama_base.adapter_source == "<memory>"
-    assert np.array_equal(llama_base.eval_logits(prompt), from_file)
+    data = adapters["x"].read_bytes()
+    for transport in ("fmemopen", "memfd", "tempfile"):
+        llama_base.set_adapter_bytes(None)
+        llama_base.set_adapter_bytes(data, transport=transport)
+        assert llama_base.adapter_source == "<memory>"
+        assert np.array_equal(llama_base.eval_logits(prompt), from_file), transport
     llama_base.set_adapter_bytes(adapters["x"].read_bytes(), scale=0.0)
     llama_base.set_adapter_bytes(None)
     assert not llama_base.has_adapter
@@ -143,6 +146,8 @@ def test_bad_adapters_raise_adapter_error(llama_base: LlamaCppBackend,
         llama_base.set_adapter(cut)
     with pytest.raises(AdapterError, match="truncated"):
         llama_base.set_adapter_bytes(cut.read_bytes())
+    with pytest.raises(AdapterError, match="do not match the base model"):
+        llama_base.set_adapter_bytes(adapters["narrow"].read_bytes())
     assert not llama_base.has_adapter  # failed swaps leave the base model in place
     assert "Paris" in llama_base.chat(CAPITAL, GREEDY)
     assert read_lora_info(adapters["x"]).alpha == 8.0

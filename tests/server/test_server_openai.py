@@ -188,6 +188,18 @@ def test_base_model_answers_without_adapter(client, served, single_user_runs) ->
     assert reply.system_fingerprint == "p2p-local-base"
 
 
+def test_content_parts_and_developer_role(client, served) -> None:
+    _, engine = served
+    messages = [{"role": "developer", "content": "Answer in one word."},
+                {"role": "user", "content": [{"type": "text", "text": "Name a "},
+                                             {"type": "text", "text": "colour."}]}]
+    reply = client.chat.completions.create(model="p2p-local:base", messages=messages,
+                                           max_tokens=6, temperature=0)
+    direct = engine.chat([{"role": "system", "content": "Answer in one word."},
+                          {"role": "user", "content": "Name a colour."}], _greedy(6))
+    assert reply.choices[0].message.content == direct
+
+
 def test_interleaved_users_get_their_single_user_replies(client, served,
                                                           single_user_runs) -> None:
     _, engine = served
@@ -290,6 +302,8 @@ def test_unknown_user_404_and_locked_user_403(client) -> None:
                                        messages=[{"role": "user", "content": "Hi"}])
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("p2p-local:nobody")
+    with pytest.raises(openai.PermissionDeniedError, match="locked"):
+        client.models.retrieve("p2p-local:carol")
 
 
 def test_a_dropped_stream_releases_the_model(served, client, single_user_runs) -> None:

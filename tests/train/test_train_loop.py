@@ -150,3 +150,24 @@ def test_gradient_checkpointing_gives_the_same_run(tmp_path, tiny_base_dir) -> N
         weights.append(trainer.trainable.state_dict())
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-6)
+
+
+def test_length_sorted_pieces_give_the_same_gradient(tmp_path, tiny_base_dir) -> None:
+    from p2p_local.train.models import load_base
+
+    grads = []
+    for budget in (0, 200):
+        trainer = _trainer(tmp_path / str(budget), make_data(), load_base(str(tiny_base_dir)),
+                           tiny_base_dir, max_batch_tokens=budget, batch_size=6)
+        draws = trainer.sampler.micro_batch(0, batch_size=6, rank=0, world=1, micro=0, accum=1)
+        encoded = [trainer._encode("train", d.index, trainer.train_examples) for d in draws]
+        pieces = trainer._chunks(draws, encoded)
+        assert len(pieces) == (1 if budget == 0 else 3)
+        assert sorted(d.index for p in pieces for d in p) == sorted(d.index for d in draws)
+        trainer.trainable.eval()  # no dropout: both runs see the same network
+        trainer.model.eval()
+        trainer.compute_gradients(0)
+        grads.append({n: p.grad.clone() for n, p in trainer.trainable.named_parameters()})
+        trainer.close()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)

@@ -349,7 +349,10 @@ class Personalizer:
     def embedder(self) -> TextEmbedder:
         """The profile embedder (loaded on first use; shared through the engine)."""
         if self.__dict__.get("_embedder") is None:
-            self.__dict__["_embedder"] = self._shared_engine().embedder()
+            # Read profiles the way the installed hypernetwork was trained to read them.
+            info = self.hypernetwork_info()
+            wanted = info.embedding_model if info is not None else None
+            self.__dict__["_embedder"] = self._shared_engine().embedder_for(wanted)
         return self.__dict__["_embedder"]
 
     def profiler(self) -> VaultProfiler:

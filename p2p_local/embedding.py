@@ -319,6 +319,18 @@ def load_embedder(spec: str | Path | None = None, *, device: str = "cpu") -> Tex
     return HiddenStateEmbedder.from_path(registry.path(text), device=device)
 
 
+def max_seq_length_of(model_id: str) -> int | None:
+    """The ``max_seq_length`` an :class:`Embedder` needs to reproduce ``model_id``.
+
+    ``name@hash+len512`` -> 512; ``name@hash`` (the model's own length) -> None. A hypernetwork
+    records the id of the embedder it was trained with; the facade builds that embedder.
+    """
+    base, sep, suffix = model_id.rpartition("+len")
+    if sep and base and suffix.isdigit():
+        return int(suffix)
+    return None
+
+
 def fingerprint(vector: np.ndarray) -> str:
     """A short hash of a vector's bytes (to compare vectors in logs without printing them)."""
     return hashlib.sha256(np.ascontiguousarray(vector, dtype=np.float32).tobytes()).hexdigest()[:16]

@@ -137,6 +137,7 @@ class Engine:
         self._backend: Any = None
         self._owns_backend = True
         self._embedder: _LockedEmbedder | None = None
+        self._embedder_length: int | None = None
         self._use = _UseLock()  # held for a whole reply (swap + generation)
         self._load_lock = threading.Lock()  # loading the models once
         self._closed = False
@@ -181,12 +182,21 @@ class Engine:
 
     def embedder(self) -> TextEmbedder:
         """The registry's embedding model, loaded once and shared (calls are serialized)."""
-        if self._embedder is None:
-            with self._load_lock:
-                if self._embedder is None:
-                    from p2p_local.embedding import Embedder
+        return self.embedder_for(None)
 
-                    self._embedder = _LockedEmbedder(Embedder())
+    def embedder_for(self, model_id: str | None) -> TextEmbedder:
+        """The registry's embedding model read the way ``model_id`` says (``...+len512``:
+        512 tokens; no suffix: the model's own length), so the vectors match the ones a
+        hypernetwork was trained on. None: the default reading. Loaded once per reading."""
+        from p2p_local.embedding import DEFAULT_MAX_SEQ_LENGTH, max_seq_length_of
+
+        length = DEFAULT_MAX_SEQ_LENGTH if model_id is None else max_seq_length_of(model_id)
+        with self._load_lock:
+            if self._embedder is None or self._embedder_length != length:
+                from p2p_local.embedding import Embedder
+
+                self._embedder = _LockedEmbedder(Embedder(max_seq_length=length))
+                self._embedder_length = length
         return self._embedder
 
     def base_backend(self) -> ChatBackend:

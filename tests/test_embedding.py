@@ -137,3 +137,11 @@ def test_base_model_hidden_states_as_embedder(hf_base) -> None:
     _assert_unit_float32(vectors, 576, 2)
     np.testing.assert_array_equal(vectors, emb.embed([a, b]))
     assert float(vectors[0] @ vectors[1]) < 1.0 - 1e-4
+
+
+def test_max_seq_length_of_reads_the_embedder_id_suffix() -> None:
+    from p2p_local.embedding import max_seq_length_of
+
+    assert max_seq_length_of("all-minilm-l6-v2@04b1622bdf2e+len512") == 512
+    assert max_seq_length_of("all-minilm-l6-v2@04b1622bdf2e") is None
+    assert max_seq_length_of("odd+lenx") is None

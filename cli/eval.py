@@ -117,7 +117,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(report.summary()))
         return
-    console.print(report.markdown(), markup=False, highlight=False)
+    console.print(report.markdown(), markup=False, highlight=False, soft_wrap=True)
     console.print(f"results: {escape(str(out / 'results.md'))}, "
                   f"{escape(str(out / 'results.json'))}")
 

@@ -57,7 +57,7 @@ class KdfParams:
                 (so N = memory_kib / 1 KiB must be a power of two).
     iterations: argon2id: passes t; scrypt: must be 1.
     lanes:      argon2id: parallelism p; scrypt: p.
-    Defaults follow DESIGN §7: Argon2id, 64 MiB, t=3, p=4 (~0.2 s on a 2-core machine).
+    Defaults follow the design notes: Argon2id, 64 MiB, t=3, p=4 (~0.2 s on a 2-core machine).
     """
 
     algorithm: str = "argon2id"

@@ -1,6 +1,6 @@
 """Small GGUF LoRA adapters with random weights, written the way llama.cpp's converter does.
 
-Used by the runtime tests (hot-swap, bad inputs). Layout per DESIGN §4: general.type=adapter,
+Used by the runtime tests (hot-swap, bad inputs). Layout per the design notes: general.type=adapter,
 adapter.type=lora, adapter.lora.alpha; tensors ``blk.{i}.attn_q.weight.lora_a`` (r x in) and
 ``.lora_b`` (out x r) as numpy arrays.
 """

@@ -7,8 +7,10 @@ data packages). ``P2P_LOCAL_HOME`` overrides both: data in ``$P2P_LOCAL_HOME``, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 from pathlib import Path
 
 import platformdirs
@@ -59,3 +61,32 @@ def users_dir() -> Path:
 def user_dir(user: str) -> Path:
     """The directory of one user's vault (not created here)."""
     return users_dir() / validate_user_name(user)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (after a rename) to disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (mode 0600) so a crash leaves the old file or the new one:
+    a temp file in the same directory, fsync, rename over ``path``, fsync of the directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)

@@ -37,7 +37,7 @@ from p2p_local.errors import (
     ModelNotFetchedError,
     UnknownModelError,
 )
-from p2p_local.paths import cache_dir, data_dir
+from p2p_local.paths import atomic_write, cache_dir, data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -348,7 +348,7 @@ class Registry:
         users = [asdict(e) for e in self.entries.values() if e.source == "user"]
         defaults = {r: n for r, n in self.defaults.items() if self.builtin_defaults.get(r) != n}
         payload = json.dumps({"version": 1, "defaults": defaults, "models": users}, indent=2)
-        _atomic_write(self.user_file, payload.encode())
+        atomic_write(self.user_file, payload.encode())
 
 
 def load_registry(*, builtin: Path | None = None, user: bool = True) -> Registry:
@@ -762,19 +762,4 @@ def _remove(path: Path) -> None:
     else:
         path.unlink()
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 

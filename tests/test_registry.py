@@ -158,8 +158,15 @@ def test_builtin_registry_names_the_default_models() -> None:
 def test_unknown_model_name_is_a_typed_error() -> None:
     with pytest.raises(UnknownModelError, match="models list"):
         load_registry(user=False).get("no-such-model")
-    with pytest.raises(UnknownModelError, match="hypernet"):
-        load_registry(user=False).get("hypernet")
+
+
+
+def test_default_hypernetwork_is_the_shipped_checkpoint() -> None:
+    registry = load_registry(user=False)
+    entry = registry.get("hypernet")
+    assert entry.role == "hypernet" and entry.kind == "checkpoint"
+    path = registry.path("hypernet")  # verifies the tree hash
+    assert (path / "hypernet.safetensors").is_file() and (path / "hypernet.json").is_file()
 
 
 def test_entry_validation_names_field_and_value() -> None:

@@ -11,7 +11,6 @@ checked before allocating. The formats themselves live in peft.py and gguf.py.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from p2p_local.adapter import LoraAdapter
 from p2p_local.errors import AdapterError, InputError
 from p2p_local.hypernet.targets import TargetSpec
 from p2p_local.hypernet.tensorfile import refuse_pickle
+from p2p_local.paths import atomic_write
 
 FORMATS = ("peft", "gguf")
 SEALED_MAGIC = b"P2PSEAL"
@@ -85,7 +85,7 @@ def export_adapter(
         peft_bundle(adapter, base_model_name) if format == "peft" else gguf_adapter_bytes(adapter)
     )
     sealed = seal_bytes(data, passphrase)
-    _write_private(out, sealed)
+    atomic_write(out, sealed)
     return ExportResult(out, format, True, len(sealed))
 
 
@@ -122,7 +122,7 @@ def decrypt_export(path: Path, out: Path, passphrase: str) -> ExportResult:
     out = Path(out)
     if opened.format == "gguf":
         _refuse_dir(out)
-        _write_private(out, opened.data)
+        atomic_write(out, opened.data)
         return ExportResult(out, "gguf", False, len(opened.data))
     load_peft_bundle(opened.data)  # validates names, config and tensors before writing
     _refuse_file(out)
@@ -130,7 +130,7 @@ def decrypt_export(path: Path, out: Path, passphrase: str) -> ExportResult:
     size = 0
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         member = _bundle_member(opened.data, name)
-        _write_private(out / name, member)
+        atomic_write(out / name, member)
         size += len(member)
     return ExportResult(out, "peft", False, size)
 
@@ -215,17 +215,3 @@ def _read_file(path: Path) -> bytes:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (0600) through a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -28,6 +28,7 @@ from p2p_local.errors import (
     VaultLockedError,
     VaultNotFoundError,
 )
+from p2p_local.paths import atomic_write, fsync_dir  # noqa: F401 (used by vault.py)
 from p2p_local.store import _crypto as C
 
 SCHEMA_VERSION = 1
@@ -36,31 +37,6 @@ LOCK_NAME = "vault.lock"
 KEYFILE_FORMAT = "p2p-local-vault-key"
 MAX_KEYFILE_BYTES = 64 * 1024
 MIN_PASSPHRASE_CHARS = 8
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (0600) via temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f".{path.name}.{C.random_bytes(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def canonical(obj: object) -> bytes:

@@ -343,6 +343,8 @@ class Personalizer:
         ):
             if value is not None:
                 state[key] = value
+        if embedder is not None:
+            state["_embedder_chosen"] = True
         state.pop("_profiler", None)
 
     @property
@@ -406,6 +408,9 @@ class Personalizer:
         self.__dict__["_checkpoint_path"] = Path(checkpoint) if checkpoint is not None else None
         for key in ("_checkpoint", "_checkpoint_info", "_payload"):
             self.__dict__.pop(key, None)
+        if not self.__dict__.get("_embedder_chosen"):  # the embedder follows the checkpoint
+            for key in ("_embedder", "_profiler"):
+                self.__dict__.pop(key, None)
 
     def hypernetwork_info(self) -> CheckpointInfo | None:
         """What the hypernetwork in use was made for, or None when none is installed."""

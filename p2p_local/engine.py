@@ -137,7 +137,7 @@ class Engine:
         self._backend: Any = None
         self._owns_backend = True
         self._embedder: _LockedEmbedder | None = None
-        self._embedder_length: int | None = None
+        self._embedders: dict[int | None, _LockedEmbedder] = {}  # by tokens read per text
         self._use = _UseLock()  # held for a whole reply (swap + generation)
         self._load_lock = threading.Lock()  # loading the models once
         self._closed = False
@@ -192,12 +192,12 @@ class Engine:
 
         length = DEFAULT_MAX_SEQ_LENGTH if model_id is None else max_seq_length_of(model_id)
         with self._load_lock:
-            if self._embedder is None or self._embedder_length != length:
+            if length not in self._embedders:
                 from p2p_local.embedding import Embedder
 
-                self._embedder = _LockedEmbedder(Embedder(max_seq_length=length))
-                self._embedder_length = length
-        return self._embedder
+                self._embedders[length] = _LockedEmbedder(Embedder(max_seq_length=length))
+            self._embedder = self._embedders[length]
+        return self._embedders[length]
 
     def base_backend(self) -> ChatBackend:
         """A view of the model that always answers without an adapter (for profile summaries):
@@ -268,6 +268,7 @@ class Engine:
             self._closed = True
             backend, self._backend = self._backend, None
             self._embedder = None
+            self._embedders.clear()
         if backend is not None and self._owns_backend:
             with self._use:
                 backend.close()

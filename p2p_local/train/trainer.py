@@ -57,9 +57,7 @@ from p2p_local.train.state import (
     latest_checkpoint,
     load_training_state,
     read_state,
-    rng_state,
     save_training_state,
-    set_rng_state,
     step_dir,
 )
 
@@ -447,6 +445,7 @@ class Trainer:
             f"({self.world} process{'es' if self.world > 1 else ''}), "
             f"steps {start}->{run.max_steps}"
         )
+        t_start = time.perf_counter()  # wall time counts from here (the base load excluded)
         val: dict[str, float] = {}
         if start == 0 and run.eval_every and self.val_examples:
             val = self.evaluate()
@@ -456,25 +455,21 @@ class Trainer:
 
         self.model.train()
         last_row: dict[str, Any] = {}
-        t_start = time.perf_counter()
-        t_window = t_start
+        t_window = time.perf_counter()
         step = start
         steps_this_call = 0
         progress = self._progress(start)
+        stop = _StopRequest.install() if self.world == 1 else None
         try:
             while step < run.max_steps:
                 if stop_after is not None and steps_this_call >= stop_after:
                     break
                 if time_limit_s is not None and self._out_of_time(t_start, time_limit_s):
                     break
-                rng_before, window_before = rng_state(), window.clone()
-                try:
-                    grad_norm = self.train_step(step, window)
-                except KeyboardInterrupt:
-                    set_rng_state(rng_before)  # the interrupted step never happened
-                    window.copy_(window_before)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise
+                if stop is not None and stop.requested:
+                    self.say(f"stopping at step {step} (signal): saving a checkpoint")
+                    break
+                grad_norm = self.train_step(step, window)
                 step += 1
                 steps_this_call += 1
                 if step % run.log_every == 0 or step == run.max_steps:
@@ -487,14 +482,11 @@ class Trainer:
                     val = self._eval_and_log(step, log)
                 if run.checkpoint_every and step % run.checkpoint_every == 0:
                     self._save(step, wall_before + time.perf_counter() - t_start, window)
-        except KeyboardInterrupt:
-            if self.world == 1 and step > start:
-                self._save(step, wall_before + time.perf_counter() - t_start, window)
-                self.say(f"interrupted: checkpoint saved at step {step}; continue with --resume")
-            raise
         finally:
             if progress is not None:
                 progress.close()
+            if stop is not None:
+                stop.uninstall()
 
         completed = step >= run.max_steps
         if completed and self.val_examples:
@@ -759,6 +751,40 @@ class Trainer:
             "config": self.config.to_dict(),
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+class _StopRequest:
+    """SIGTERM (``kill``) or a first Ctrl-C asks a one-process run to stop at the next step
+    boundary, with a checkpoint and the current result; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def install(cls) -> _StopRequest | None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        stop = cls()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            stop._previous[sig] = signal.signal(sig, stop._handle)
+        return stop
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _Progress:

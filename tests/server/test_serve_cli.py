@@ -144,7 +144,8 @@ def test_serve_command_answers_on_loopback(home: Path, tmp_path: Path, base_gguf
         shown = next(i for i, x in enumerate(seen) if x.startswith("API token (shown once"))
         token = seen[shown + 1].strip()
         assert (home / "server.token").read_text().strip() == token
-        assert "alice: no hypernetwork installed" in "".join(seen)
+        # alice's vault is empty, so the base model answers for her (said at start-up)
+        assert "alice: empty history" in "".join(seen)
 
         assert httpx.get(url + "/models", timeout=30).status_code == 401
         resp = httpx.get(url + "/models", headers={"Authorization": f"Bearer {token}"},
@@ -152,7 +153,7 @@ def test_serve_command_answers_on_loopback(home: Path, tmp_path: Path, base_gguf
         assert resp.status_code == 200
         cards = {m["id"]: m["p2p_local"] for m in resp.json()["data"]}
         assert cards["p2p-local:alice"]["unlocked"] and not cards["p2p-local:carol"]["unlocked"]
-        assert cards["p2p-local:alice"]["personalized"] is False  # base model until trained
+        assert not cards["p2p-local:alice"]["personalized"]  # empty history: the base model
         reply = httpx.post(url + "/chat/completions", timeout=120,
                            headers={"Authorization": f"Bearer {token}"},
                            json={"model": "p2p-local:alice", "max_tokens": 4,

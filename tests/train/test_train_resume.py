@@ -54,3 +54,25 @@ def test_resume_continues_the_identical_run(tmp_path, tiny_data_dir, tiny_base_d
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path, tiny_data_dir, tiny_base_dir) -> None:
     result = _run(tmp_path / "new", tiny_data_dir, tiny_base_dir, resume=True, stop_after=2)
     assert result.steps == 2 and not result.completed
+
+
+def test_sigterm_stops_at_a_step_with_a_checkpoint(tmp_path, tiny_data_dir, tiny_base_dir) -> None:
+    import os
+    import signal
+    import threading
+
+    from p2p_local.train.state import latest_checkpoint, read_state
+
+    cfg = tiny_config(tmp_path / "run", tiny_data_dir, tiny_base_dir, max_steps=100000,
+                      log_every=1000)
+    trainer = Trainer(cfg, TrainData.load(tiny_data_dir), load_base(str(tiny_base_dir)))
+    previous = signal.getsignal(signal.SIGTERM)
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
+    assert not result.completed and 0 < result.steps < 100000
+    assert read_state(latest_checkpoint(tmp_path / "run")).step == result.steps
+    assert json.loads((tmp_path / "run" / "training.json").read_text())["steps"] == result.steps

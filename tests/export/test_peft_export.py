@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from tiny_models import SMALL_HYPERNET, tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from p2p_local.adapter import LoraAdapter, generate
@@ -24,24 +25,15 @@ from p2p_local.export.peft import (
     save_peft,
 )
 from p2p_local.hypernet.inject import inject_lora
-from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
+from p2p_local.hypernet.model import HyperNetwork
 from p2p_local.hypernet.targets import TargetSpec
 
-SMALL = HyperNetSettings(embedding_dim=16, task_dim=8, module_dim=4, depth_dim=4, head_in=12)
+SMALL = SMALL_HYPERNET
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    return tiny_llama()
 
 
 @pytest.fixture(scope="module")

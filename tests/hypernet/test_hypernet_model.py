@@ -6,25 +6,17 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig
+from tiny_models import SMALL_HYPERNET, tiny_llama_config
 
 from p2p_local.errors import ConfigError
 from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
 from p2p_local.hypernet.targets import TargetModule, TargetSpec
 
-SMALL = HyperNetSettings(embedding_dim=16, task_dim=8, module_dim=4, depth_dim=4, head_in=12)
+SMALL = SMALL_HYPERNET
 
 
 def tiny_targets() -> TargetSpec:
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return TargetSpec.from_config(cfg)
+    return TargetSpec.from_config(tiny_llama_config())
 
 
 def smollm2_targets() -> TargetSpec:

@@ -5,28 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from tiny_models import SMALL_HYPERNET, tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from p2p_local.errors import AdapterError
 from p2p_local.hypernet.inject import LoraInjector, inject_lora
-from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
+from p2p_local.hypernet.model import HyperNetwork
 from p2p_local.hypernet.targets import TargetSpec
 
-SMALL = HyperNetSettings(embedding_dim=16, task_dim=8, module_dim=4, depth_dim=4, head_in=12)
+SMALL = SMALL_HYPERNET
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg).eval().requires_grad_(False)  # frozen, as in training
+    return tiny_llama()  # frozen, as in training
 
 
 def _net(targets: TargetSpec, seed: int = 0) -> HyperNetwork:

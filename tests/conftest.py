@@ -131,3 +131,26 @@ def random_hypernet_dir(tmp_path_factory: pytest.TempPathFactory, _hf_base_sessi
     save_checkpoint(net, out, base_model=f"{base.name}@{base.sha256[:12]}",
                     embedding_model=embedder.model_id)
     return out
+
+
+@pytest.fixture
+def no_hypernet_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point P2P_LOCAL_REGISTRY at the built-in base and embedding entries only: a machine
+    with no trained hypernetwork installed."""
+    import dataclasses
+    import json
+
+    from p2p_local.registry import load_registry
+
+    reg = load_registry(user=False)
+    lines = ["[defaults]"] + [f"{r} = {json.dumps(reg.defaults[r])}" for r in ("base", "embedding")]
+    for role in ("base", "embedding"):
+        fields = dataclasses.asdict(reg.get(role))
+        lines += ["", "[[model]]"]
+        lines += [
+            f"{k} = {json.dumps(v)}" for k, v in fields.items() if v is not None and k != "source"
+        ]
+    path = tmp_path / "registry-no-hypernet.toml"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("P2P_LOCAL_REGISTRY", str(path))
+    return path

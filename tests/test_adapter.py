@@ -129,10 +129,9 @@ def _equal(x: LoraAdapter, y: LoraAdapter) -> bool:
 
 
 @pytest.mark.real_model
-def test_without_a_hypernetwork_chat_uses_the_base_model(alice, monkeypatch, tmp_path) -> None:
+def test_without_a_hypernetwork_chat_uses_the_base_model(alice, no_hypernet_registry) -> None:
     from p2p_local.errors import CheckpointError
 
-    monkeypatch.setenv("P2P_LOCAL_REGISTRY", str(_registry_without_hypernet(tmp_path)))
     alice.configure_adapter(checkpoint=None)
     assert alice.hypernetwork_info() is None
     with pytest.raises(CheckpointError, match="no trained hypernetwork is installed"):
@@ -237,23 +236,3 @@ def test_export_encrypted_by_default(alice, random_hypernet_dir, tmp_path) -> No
     assert _equal(import_adapter(res.path, passphrase=PASS), alice.adapter())
     res = alice.export("gguf", tmp_path / "me.gguf", plaintext=True)
     assert res.path.read_bytes().startswith(b"GGUF")
-
-
-def _registry_without_hypernet(tmp_path):
-    """The built-in registry's base and embedding entries, and no hypernetwork."""
-    import dataclasses
-    import json
-
-    from p2p_local.registry import load_registry
-
-    reg = load_registry(user=False)
-    lines = ["[defaults]"] + [f"{r} = {json.dumps(reg.defaults[r])}" for r in ("base", "embedding")]
-    for role in ("base", "embedding"):
-        fields = dataclasses.asdict(reg.get(role))
-        lines += ["", "[[model]]"]
-        lines += [
-            f"{k} = {json.dumps(v)}" for k, v in fields.items() if v is not None and k != "source"
-        ]
-    path = tmp_path / "registry.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -31,26 +30,9 @@ def user(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "bob"
 
 
-def _no_hypernet_registry(tmp_path: Path) -> Path:
-    from p2p_local.registry import load_registry
-
-    reg = load_registry(user=False)
-    lines = ["[defaults]"] + [f"{r} = {json.dumps(reg.defaults[r])}" for r in ("base", "embedding")]
-    for role in ("base", "embedding"):
-        fields = dataclasses.asdict(reg.get(role))
-        lines += ["", "[[model]]"]
-        lines += [
-            f"{k} = {json.dumps(v)}" for k, v in fields.items() if v is not None and k != "source"
-        ]
-    path = tmp_path / "registry.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_build_without_hypernetwork_says_so(
-    user: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    user: str, tmp_path: Path, no_hypernet_registry: Path
 ) -> None:
-    monkeypatch.setenv("P2P_LOCAL_REGISTRY", str(_no_hypernet_registry(tmp_path)))
     for args in (
         ["adapter", "build", "--user", user],
         ["export", "--user", user, "--format", "gguf", "--out", str(tmp_path / "x")],

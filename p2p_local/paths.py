@@ -11,11 +11,15 @@ import contextlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import platformdirs
 
 from p2p_local.errors import InputError
+
+T = TypeVar("T")
 
 APP_NAME = "p2p-local"
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -72,16 +76,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (mode 0600) so a crash leaves the old file or the new one:
-    a temp file in the same directory, fsync, rename over ``path``, fsync of the directory."""
+def atomic_write_with(path: Path, fill: Callable[[BinaryIO], T]) -> T:
+    """Write ``path`` (mode 0600) through ``fill(file)`` so a crash leaves the old file or the
+    new one: a temp file in the same directory, fsync, rename over ``path``, fsync of the
+    directory. Returns what ``fill`` returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            result = fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -90,3 +95,9 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+    return result
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """:func:`atomic_write_with` for bytes already in memory."""
+    atomic_write_with(path, lambda fh: fh.write(data))

@@ -17,15 +17,14 @@ Does not own what is inside a sealed file.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
 
 from p2p_local.errors import AuthenticationError, ConfigError, InputError
+from p2p_local.paths import atomic_write_with
 from p2p_local.store import _crypto as C
 
 MAGIC = b"P2PSEAL\x01"
@@ -159,31 +158,13 @@ def open_sealed_bytes(data: bytes, passphrase: str) -> bytes:
     return out.getvalue()
 
 
-def _write_atomic(dst: Path, fill: object) -> int:
-    """Write through ``fill(fh)`` into a 0600 temp file next to ``dst``; rename on success."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{C.random_bytes(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            n = fill(fh)  # type: ignore[operator]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return int(n)
-
-
 def seal_file(src: Path, dst: Path, passphrase: str, *, kdf: C.KdfParams | None = None) -> int:
     """Encrypt file ``src`` to ``dst`` (0600, written atomically)."""
     with open(src, "rb") as fin:
-        return _write_atomic(dst, lambda fh: seal_stream(fin, fh, passphrase, kdf=kdf))
+        return atomic_write_with(dst, lambda fh: seal_stream(fin, fh, passphrase, kdf=kdf))
 
 
 def open_sealed_file(src: Path, dst: Path, passphrase: str) -> int:
     """Decrypt ``src`` to ``dst`` (0600); ``dst`` appears only if all of it authenticated."""
     with open(src, "rb") as fin:
-        return _write_atomic(dst, lambda fh: open_sealed(fin, fh, passphrase))
+        return atomic_write_with(dst, lambda fh: open_sealed(fin, fh, passphrase))

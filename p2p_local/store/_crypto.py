@@ -246,6 +246,10 @@ def b64d(text: object, *, size: int | None = None) -> bytes:
     if not isinstance(text, str):
         raise ValueError("expected a base64 string")
     data = base64.b64decode(text.encode("ascii"), validate=True)
+    # One encoding per value: unused padding bits that are set would let a changed file
+    # decode to the same bytes (and so go unnoticed).
+    if base64.b64encode(data).decode("ascii") != text:
+        raise ValueError("non-canonical base64")
     if size is not None and len(data) != size:
         raise ValueError(f"expected {size} bytes, got {len(data)}")
     return data

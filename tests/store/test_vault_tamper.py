@@ -283,3 +283,12 @@ def test_wrong_passphrase_is_an_authentication_error(pristine: Path, tmp_path: P
     for wrong in ("", "tamper test passphrasE", PASS + " "):
         with pytest.raises(AuthenticationError, match="wrong passphrase"):
             Vault.open(work, passphrase=wrong)
+
+
+def test_base64_with_padding_bits_set_is_refused() -> None:
+    from p2p_local.store import _crypto as C
+
+    canonical = C.b64e(bytes(32))  # "AAAA...AAA=": the last "A" carries 2 unused bits
+    assert C.b64d(canonical, size=32) == bytes(32)
+    with pytest.raises(ValueError, match="non-canonical"):
+        C.b64d(canonical[:-2] + "B=", size=32)

@@ -5,7 +5,8 @@ makes "apply this user's adapter, generate, done" one atomic step, and a shared,
 embedder for profiles. Several users' :class:`~p2p_local.api.Personalizer` objects (and the
 local server) share one engine from as many threads as they like; each reply runs with exactly
 the adapter it asked for. A stream holds the lock from the moment it is opened until it ends or
-is closed, so another user's adapter can never be swapped in mid-reply.
+is closed, so another user's adapter can never be swapped in mid-reply, and every reply starts
+from an empty context, so it is the same whatever ran before it.
 
 It does not build adapters (the facade does) and knows nothing about users or vaults.
 """
@@ -259,6 +260,11 @@ class Engine:
         apply_adapter(backend, adapter)
         if (backend.has_adapter, backend.adapter_source) != before:
             self.swaps += 1
+        # Every reply starts from an empty context: reusing the KV prefix of whatever ran
+        # before changes how the prompt is batched, and so the floating-point result.
+        reset = getattr(backend, "reset", None)
+        if reset is not None:
+            reset()
 
     # --- lifetime -----------------------------------------------------------------------------
 

@@ -119,11 +119,6 @@ def test_ingest_takes_items_and_dicts(home: Path) -> None:
 
 
 @pytest.mark.real_model
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: since the embedder follows the checkpoint, alice's threaded reply can differ "
-    "from her single-user one; under investigation (the server's interleaving test passes)",
-)
 def test_users_on_threads_get_their_own_replies(shared, alone) -> None:
     engine, users = shared
     for prompt in PROMPTS:

@@ -447,12 +447,21 @@ class Vault:
 
     def count(self) -> int:
         """How many items the vault holds (from the authenticated seal)."""
-        with self._mutex, _db_errors(self._dir):
+        with self._mutex, _db_errors(self._dir), self._snapshot():
             count, _ = self._read_seal()
             (nxt,) = self._db.execute("SELECT coalesce(max(row) + 1, 0) FROM items").fetchone()
         if nxt != count:
             raise self._seal_broken()
         return count
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction, so reads see a single commit of a concurrent writer."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def iter_items(self) -> Iterator[StoredItem]:
         """Every item in insertion order, each authenticated; the seal is checked at the end."""

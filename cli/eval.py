@@ -36,8 +36,8 @@ def evaluate(
     methods: Annotated[str | None, typer.Option(
         "--methods", "-m", help="Comma-separated methods, or 'all': base, rag, pag, "
         "full-history, mt-lora, oppu, p2p, p2p-per-query, p2p-shuffled, p2p-random, "
-        "p2p-summary-only, p2p-retrieval-only. Default: all but mt-lora and oppu, which are "
-        "added when --mt-lora is given.")] = None,
+        "p2p-summary-only, p2p-retrieval-only. Default: all but oppu (it trains a LoRA per "
+        "user); mt-lora is included when an MT-LoRA is given or installed.")] = None,
     users: Annotated[int | None, typer.Option(
         "--users", "-n", min=1, help="Evaluate at most N held-out users (a seeded sample).")
     ] = None,
@@ -50,7 +50,8 @@ def evaluate(
         "--checkpoint", help="Hypernetwork checkpoint (default: the installed one).")] = None,
     mt_lora: Annotated[Path | None, typer.Option(
         "--mt-lora", help="MT-LoRA adapter: a PEFT folder or an mt_lora training run folder "
-        "(also OPPU's starting point).")] = None,
+        "(also OPPU's starting point). Default: the installed one (`p2p-local models list`, "
+        "role mt-lora).")] = None,
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", min=1, max=4096, help="Answer length in tokens (default: 8 for "
         "ratings, 16 for labels, 64 for text).")] = None,
@@ -84,8 +85,10 @@ def evaluate(
     """
     from p2p_local.baselines import MethodSettings, parse_methods
     from p2p_local.eval.harness import EvalSettings, is_builtin, run_evaluation
+    from p2p_local.registry import default_path
 
-    chosen = methods or DEFAULT_METHODS + (",mt-lora,oppu" if mt_lora else "")
+    has_mt_lora = mt_lora is not None or default_path("mt-lora") is not None
+    chosen = methods or DEFAULT_METHODS + (",mt-lora" if has_mt_lora else "")
     if not methods and not summaries:
         chosen = chosen.replace(",p2p-summary-only", "")
     settings = EvalSettings(

@@ -227,14 +227,9 @@ NO_HYPERNET = (
 def find_checkpoint(explicit: Path | str | None = None) -> Path | None:
     """The hypernetwork checkpoint to use: ``explicit``, else the registry's default
     ``hypernet`` entry (fetched and verified), else None when none is installed."""
-    if explicit is not None:
-        return Path(explicit).expanduser()
-    from p2p_local.registry import load_registry
+    from p2p_local.registry import default_path
 
-    registry = load_registry()
-    if "hypernet" not in registry.defaults:
-        return None
-    return registry.path("hypernet")
+    return default_path("hypernet", explicit)
 
 
 def encode_cached(key: str, adapter: LoraAdapter) -> bytes:

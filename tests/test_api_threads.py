@@ -88,6 +88,7 @@ def alone(shared):
             for name, person in users.items()}
 
 
+@pytest.mark.real_model
 def test_personalizer_without_an_engine_makes_and_closes_its_own(home: Path,
                                                                    llama_base) -> None:
     from p2p_local.api import Personalizer

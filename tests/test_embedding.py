@@ -80,6 +80,7 @@ def test_model_id_is_the_registry_name_and_hash_however_loaded(
     assert embedder.count_tokens("hello world") == 4  # [CLS] hello world [SEP]
 
 
+@pytest.mark.real_model
 def test_embed_input_is_checked(embedder: Embedder) -> None:
     assert embedder.embed([]).shape == (0, 384)
     with pytest.raises(ConfigError, match="list of texts"):

@@ -234,8 +234,10 @@ def test_file_checksum_mismatch_is_refused(index: dict[str, object]) -> None:
 
 def test_pip_failure_is_a_fetch_error(index: dict[str, object]) -> None:
     reg = load_registry(builtin=_toml(index, package="p2p-test-absent"))
-    with pytest.raises(FetchError, match="could not download p2p-test-absent"):
+    with pytest.raises(FetchError, match="could not download p2p-test-absent") as info:
         reg.fetch("base")
+    message = str(info.value)
+    assert "\n" not in message and "; check the network" in message  # one line for the CLI
 
 
 def test_a_wheel_dropped_in_the_cache_is_used_offline(index: dict[str, object]) -> None:
@@ -314,3 +316,10 @@ def test_tree_hash_depends_on_names_and_contents(tmp_path: Path) -> None:
     (root / "y.txt").write_text("2")
     (root / "y.txt").rename(root / "z.txt")
     assert tree_sha256(root) != first
+
+
+def test_default_path_prefers_the_explicit_folder(tmp_path: Path) -> None:
+    from p2p_local.registry import default_path
+
+    assert default_path("mt-lora", tmp_path) == tmp_path
+    assert default_path("hypernet", str(tmp_path)) == tmp_path

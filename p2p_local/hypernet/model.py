@@ -87,7 +87,7 @@ class LoraWeights:
         )
 
     def squared_mean(self) -> Tensor:
-        """mean(A^2) + mean(B^2) over all modules: the paper's weight regulariser."""
+        """The weight regulariser: the sum over module types of mean(A^2) + mean(B^2)."""
         terms = [v.pow(2).mean() for v in self.a.values()]
         terms += [v.pow(2).mean() for v in self.b.values()]
         return torch.stack(terms).sum()

@@ -254,9 +254,16 @@ class HistoryView:
     statistics: HistoryStatistics | None
 
 
-# Shared by every profiler in the process: a server answering many queries decrypts and indexes
-# a history once per change, not once per query.
-_VIEWS: DigestCache[HistoryView] = DigestCache(max_entries=4)
+class ProfileViewCache(DigestCache[HistoryView]):
+    """Decrypted histories by history digest (a keyed digest: one vault, one content state).
+
+    Held by its owner (a Personalizer, or one profiler by default) and never shared
+    process-wide: a server answering many queries decrypts and indexes a history once per
+    change, not once per query, and closing the owner drops what it decrypted.
+    """
+
+    def __init__(self, max_entries: int = 4) -> None:
+        super().__init__(max_entries=max_entries)
 
 
 class VaultProfiler:
@@ -265,6 +272,7 @@ class VaultProfiler:
     backend:  the model that writes summaries, or a zero-argument callable that loads it (then
               it is loaded only when a summary has to be written).
     model_id: the id summaries are cached under (required with a callable backend).
+    views:    where decrypted histories are kept (default: a cache of this profiler's own).
     """
 
     def __init__(
@@ -288,8 +296,8 @@ class VaultProfiler:
         self.model_id = model_id
         self.settings = settings or ProfileSettings()
         self.summary_settings = summary_settings or SummarySettings()
-        self._views = views if views is not None else _VIEWS
-        self._digests: set[str] = set()  # entries this profiler put in the shared cache
+        self._views = views if views is not None else ProfileViewCache()
+        self._digests: set[str] = set()  # entries this profiler put in ``views``
 
     def view(self) -> HistoryView:
         """The decrypted history for the vault's current digest (cached in memory)."""

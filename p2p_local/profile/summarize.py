@@ -34,7 +34,7 @@ import re
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -153,7 +153,7 @@ def _timestamp(value: str | float | None) -> float | None:
     except ValueError:
         return None
     if moment.tzinfo is None:  # naive times are taken as UTC, so they compare with aware ones
-        return moment.replace(tzinfo=datetime.now().astimezone().tzinfo).timestamp()
+        moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
 
 

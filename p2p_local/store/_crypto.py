@@ -217,14 +217,16 @@ class Aead:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._gcm.encrypt(nonce, plaintext, aad)
 
-    def open(self, blob: bytes, aad: bytes, *, what: str) -> bytes:
-        """Decrypt or raise :class:`AuthenticationError` (``what`` says what failed)."""
+    def open(self, blob: bytes, aad: bytes, *, what: str, hint: str = "") -> bytes:
+        """Decrypt or raise :class:`AuthenticationError` (``what`` says what failed, ``hint``,
+        when given, what to do about it)."""
+        message = f"{what} failed authentication" + (f": {hint}" if hint else "")
         if not isinstance(blob, bytes) or len(blob) < NONCE_BYTES + TAG_BYTES:
-            raise AuthenticationError(f"{what} failed authentication")
+            raise AuthenticationError(message)
         try:
             return self._gcm.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
         except InvalidTag:
-            raise AuthenticationError(f"{what} failed authentication") from None
+            raise AuthenticationError(message) from None
 
     def encrypt_with_nonce(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt under a caller-built nonce (the chunked stream format builds its own)."""

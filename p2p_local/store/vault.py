@@ -56,6 +56,8 @@ _PAGE = 512  # rows per read query
 _SEAL_BYTES = 8 + 32 + 32  # count, chain head, HMAC
 DKEY_BYTES = 16  # keyed content hash used for dedupe (truncated HMAC-SHA256)
 _LEGACY_DKEY_BYTES = 32  # databases whose header does not name dkey_bytes (early v1 builds)
+# Appended to "... failed authentication" for stored data (reading never writes).
+_RESTORE_HINT = "nothing was changed; restore the vault directory from a backup"
 
 
 @dataclass(frozen=True)
@@ -426,7 +428,9 @@ class Vault:
             row = self._db.execute("SELECT blob FROM blobs WHERE nkey = ?", (nkey,)).fetchone()
         if row is None:
             return None
-        return self._blobs.open(row[0], self._blob_aad + nkey, what=f"vault blob {name!r}")
+        return self._blobs.open(
+            row[0], self._blob_aad + nkey, what=f"vault blob {name!r}", hint=_RESTORE_HINT
+        )
 
     def delete_blob(self, name: str) -> bool:
         """Remove a blob; True when there was one."""
@@ -492,7 +496,8 @@ class Vault:
         if not isinstance(dkey, bytes) or not isinstance(blob, bytes):
             raise IntegrityError(f"row {row} of the vault in {self._dir} is damaged")
         what = f"row {row} of the vault in {self._dir}"
-        pt = self._rows.open(blob, self._row_aad + row.to_bytes(8, "big") + dkey, what=what)
+        aad = self._row_aad + row.to_bytes(8, "big") + dkey
+        pt = self._rows.open(blob, aad, what=what, hint=_RESTORE_HINT)
         digest = C.sha256(pt)
         try:
             item = HistoryItem.from_dict(json.loads(pt))
@@ -545,7 +550,10 @@ class Vault:
             blobs = self._db.execute("SELECT nkey, blob FROM blobs").fetchall()
         for nkey, blob in blobs:
             self._blobs.open(
-                blob, self._blob_aad + nkey, what=f"a blob of the vault in {self._dir}"
+                blob,
+                self._blob_aad + nkey,
+                what=f"a blob of the vault in {self._dir}",
+                hint=_RESTORE_HINT,
             )
         return VerifyReport(items=n, blobs=len(blobs))
 

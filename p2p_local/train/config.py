@@ -79,6 +79,9 @@ class RunSettings:
     cpu:              force the CPU even when a GPU is present.
     progress:         show a progress bar (main process only).
     threads:          torch CPU threads per process (0 = torch's default).
+    init_from:        mode p2p only: a hypernetwork checkpoint folder whose weights start this
+                      run (a longer run continued from a shipped checkpoint with a fresh
+                      schedule); "" = a freshly initialised hypernetwork.
     """
 
     mode: str = "p2p"
@@ -99,6 +102,7 @@ class RunSettings:
     cpu: bool = False
     progress: bool = True
     threads: int = 0
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         s = "run"
@@ -120,6 +124,11 @@ class RunSettings:
         _int(s, "threads", self.threads, 0, 1024)
         if self.mixed_precision not in PRECISIONS:
             raise _fail(s, "mixed_precision", self.mixed_precision, f"must be one of {PRECISIONS}")
+        if not isinstance(self.init_from, str):
+            raise _fail(s, "init_from", self.init_from, "must be a path string")
+        if self.init_from and self.mode != "p2p":
+            raise _fail(s, "init_from", self.init_from, "applies to mode \"p2p\" only "
+                        "(mt_lora and oppu start from [oppu] init)")
         for name in ("grad_checkpointing", "cpu", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(s, name, getattr(self, name), "must be true or false")
@@ -261,6 +270,7 @@ class ProfileSettingsT:
     summary_users_per_task: users per task whose profile gets an LLM-written summary (the
                      first N of the training users in a seeded order; ~5 s a user on 2 CPU
                      cores); the others get statistics + retrieval only. 0 = no summaries.
+                     Validation users get summaries in the same proportion (rounded down).
     summary_max_history_tokens: history tokens the summarizer reads.
     """
 

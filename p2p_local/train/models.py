@@ -136,13 +136,38 @@ def targets_for(config: TrainConfig, base: BaseModel) -> TargetSpec:
 
 
 def build_trainable(
-    config: TrainConfig, targets: TargetSpec, embedding_dim: int, init: LoraAdapter | None = None
+    config: TrainConfig,
+    targets: TargetSpec,
+    embedding_dim: int,
+    init: LoraAdapter | None = None,
+    *,
+    base_model_id: str | None = None,
 ) -> nn.Module:
-    """The hypernetwork (mode p2p) or a plain LoRA (mt_lora, oppu), seeded by ``run.seed``."""
+    """The hypernetwork (mode p2p; from ``run.init_from`` when set) or a plain LoRA (mt_lora,
+    oppu), seeded by ``run.seed``."""
     torch.manual_seed(config.run.seed)
     if config.run.mode == "p2p":
         if init is not None:
             raise ConfigError("an initial LoRA applies to the mt_lora and oppu modes only")
         settings = HyperNetSettings.from_dict({**config.hypernet, "embedding_dim": embedding_dim})
+        if config.run.init_from:
+            return _hypernet_from(Path(config.run.init_from), settings, targets, base_model_id)
         return HyperNetwork(settings, targets)
     return PlainLora(targets, init)
+
+
+def _hypernet_from(
+    path: Path, settings: HyperNetSettings, targets: TargetSpec, base_model_id: str | None
+) -> HyperNetwork:
+    """The checkpoint at ``path`` as the starting point of a run with ``settings``/``targets``;
+    refused when it was made for another base model, embedder size, shape or targets."""
+    from p2p_local.hypernet.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path, base_model=base_model_id, embedding_dim=settings.embedding_dim)
+    if ckpt.hypernet.settings != settings or ckpt.hypernet.targets != targets:
+        raise ConfigError(
+            f"[run] init_from = {str(path)!r} has another [hypernet] size or other targets "
+            "than this config: use the config the checkpoint was trained with"
+        )
+    ckpt.hypernet.train()
+    return ckpt.hypernet

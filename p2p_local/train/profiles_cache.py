@@ -13,10 +13,12 @@ a user's vault):
 Per task: the users are split (``p2p_local.eval.splits``; test users are dropped here and never
 read again), training users are sampled down to ``max_users_per_task``, the first
 ``summary_users_per_task`` of them (in the sampled order) get a summary, the others a profile of
-statistics + retrieval only. Each example (a query of a train or validation user) gets a
-per-user profile (summary + statistics, no query) and a per-query profile (the same plus the
-top-k history items BM25 retrieves for the query). Also :func:`history_examples` (a user's own
-history as examples, for OPPU). Does not own the profile format (``profile/``).
+statistics + retrieval only; validation users get summaries in the same proportion (rounded
+down), so the held-out loss is measured on profiles like the training ones. Each example (a
+query of a train or validation user) gets a per-user profile (summary + statistics, no query)
+and a per-query profile (the same plus the top-k history items BM25 retrieves for the query).
+Also :func:`history_examples` (a user's own history as examples, for OPPU). Does not own the
+profile format (``profile/``).
 """
 
 from __future__ import annotations
@@ -222,6 +224,8 @@ def prepare(config: TrainConfig, *, log: Log | None = None, force: bool = False)
         if d.max_users_per_task:
             train_ids = train_ids[: d.max_users_per_task]
         with_summary = set(train_ids[: p.summary_users_per_task])
+        with_summary |= set(list(split.val)[: _val_summaries(
+            p.summary_users_per_task, len(train_ids), len(split.val))])
         parts = {**{u: "train" for u in train_ids}, **{u: "val" for u in split.val}}
         n_summaries = 0
         cache = SummaryCache(summarizer.model_id, task) if summarizer else None
@@ -334,3 +338,10 @@ def oppu_data(config: TrainConfig) -> TrainData:
     meta = {"embedding_model": "none", "oppu_user": o.user, "oppu_task": o.task,
             "tasks": {o.task: {"users_train": 1, "examples_train": len(examples)}}}
     return TrainData(examples, np.zeros((1, 1), dtype=np.float32), meta)
+
+
+def _val_summaries(per_task: int, n_train: int, n_val: int) -> int:
+    """How many validation users get a summary: the training users' share, rounded down."""
+    if per_task <= 0 or n_train <= 0:
+        return 0
+    return n_val if per_task >= n_train else (n_val * per_task) // n_train

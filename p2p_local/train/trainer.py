@@ -153,7 +153,8 @@ def _resume_key(config: TrainConfig) -> str:
     """What must not change between a checkpoint and its resumption."""
     run = config.run
     fixed = {
-        "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
+        "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens,
+                run.init_from],
         "rest": config.fingerprint("optim", "model", "hypernet", "profile", "oppu"),
         "tasks": list(config.data.tasks),
     }
@@ -193,7 +194,9 @@ class Trainer:
         self.sampler = TaskSampler(self.train_examples, seed=run.seed, mode=config.profile.mode)
         self._encoded: dict[tuple[str, int], Encoded] = {}
 
-        trainable = build_trainable(config, self.targets, data.embedding_dim, init)
+        trainable = build_trainable(
+            config, self.targets, data.embedding_dim, init, base_model_id=base.model_id
+        )
         opt = config.optim
         optimizer = torch.optim.AdamW(
             trainable.parameters(),

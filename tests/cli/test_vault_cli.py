@@ -99,6 +99,12 @@ def test_strict_is_all_or_nothing(cli, tmp_path: Path) -> None:
     assert cli("history", "count").stdout == "0\n"
 
 
+def test_ingest_help_says_what_strict_does_with_several_user_ids(cli) -> None:
+    text = " ".join(cli("ingest", "--help").stdout.split())
+    assert "validates the whole file before anything is stored" in text
+    assert "spanning several user_ids is stored vault by vault" in text
+
+
 def test_history_list_show_search(cli) -> None:
     init(cli)
     cli("ingest", str(SAMPLE))
@@ -116,6 +122,20 @@ def test_history_list_show_search(cli) -> None:
     cli("history", "show", "zz", code=2)
 
 
+def test_history_count_and_stats(cli) -> None:
+    init(cli)
+    cli("ingest", str(SAMPLE))
+    assert json.loads(cli("history", "count", "--json").stdout) == {"count": 40}
+    stats = json.loads(cli("history", "stats", "--json").stdout)
+    assert stats["items"] == 40 and sum(stats["kinds"].values()) == 40
+    assert set(stats["kinds"]) == {"text", "pair", "rating", "tag"}
+    assert sum(stats["sources"].values()) == 40 and stats["disk_bytes"] > 0
+    lines = cli("history", "stats").stdout.splitlines()
+    assert lines[0].split() == ["items:", "40"]
+    assert lines[1].startswith("kinds:") and "pair" in lines[1]
+    assert lines[-1].startswith("disk:") and "B" in lines[-1]
+
+
 def test_export_data_is_plaintext_private_and_reingestable(cli, tmp_path: Path) -> None:
     init(cli)
     cli("ingest", str(SAMPLE))
@@ -129,6 +149,23 @@ def test_export_data_is_plaintext_private_and_reingestable(cli, tmp_path: Path) 
     init(cli, "copy")
     assert "added 40" in cli("ingest", str(out), "--user", "copy").stdout
     assert "added 0, duplicates 40" in cli("ingest", str(out)).stdout
+
+
+def test_export_data_into_a_folder_that_cannot_exist_is_a_one_line_error(
+    cli, tmp_path: Path
+) -> None:
+    init(cli)
+    cli("ingest", str(SAMPLE))
+    work = tmp_path / "out"
+    work.mkdir()
+    blocker = work / "not-a-folder"
+    blocker.write_text("")
+    err = cli("export-data", "--out", str(blocker / "x.jsonl"), code=2).stderr
+    assert "does not exist" in err and "not writable" in err
+    assert len(err.strip().splitlines()) == 1
+    err = cli("export-data", "--out", str(work), "--force", code=2).stderr
+    assert "is a folder" in err
+    assert [p.name for p in work.iterdir()] == ["not-a-folder"]  # no temp file left behind
 
 
 def test_passwd_and_recovery(cli, tmp_path: Path) -> None:

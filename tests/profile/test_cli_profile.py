@@ -58,6 +58,22 @@ def test_show_json_contract_and_refresh(runner: CliRunner, base_gguf, embedding_
     assert "384 dims" in shown.stdout
 
 
+
+@pytest.mark.real_model
+def test_show_task_reaches_the_json(runner: CliRunner, base_gguf, embedding_dir) -> None:
+    task = "Predict the star rating the user gives a product."
+    with Personalizer.create("erin", PASSPHRASE) as p:
+        p.add_items(_items("notes.jsonl")[:3])
+    result = runner.invoke(app, ["profile", "show", "--user", "erin", "--task", task, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["task"] == task
+    assert f"Task: {task}" in data["text"]  # the embedding instruction names it
+    assert data["summary"] and data["embedding_dim"] == 384
+    with Personalizer("erin", passphrase=PASSPHRASE) as p:  # the summary is cached per task
+        assert p.profiler().cached(task=task) is not None
+        assert p.profiler().cached() is None
+
 def test_empty_history_is_a_clear_error(runner: CliRunner) -> None:
     Personalizer.create("dave", PASSPHRASE).close()
     result = runner.invoke(app, ["profile", "show", "--user", "dave", "--json"])

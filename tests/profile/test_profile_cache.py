@@ -11,7 +11,7 @@ import pytest
 
 from p2p_local.api import Personalizer
 from p2p_local.errors import EmptyHistoryError
-from p2p_local.profile.builder import VaultProfiler
+from p2p_local.profile.builder import ProfileSettings, ProfileViewCache, VaultProfiler
 from p2p_local.profile.retrieval import DigestCache
 from p2p_local.profile.summarize import SummarySettings, read_cached_summary, summary_blob_name
 from p2p_local.runtime.base import GenerationSettings, Message
@@ -148,3 +148,25 @@ def test_decrypted_history_is_cached_per_digest_and_dropped(alice) -> None:
         assert grown.statistics is not None and grown.statistics.rated == 13
         profiler.drop_cached_history()
         assert len(views) == 0
+
+
+def test_each_owner_keeps_its_own_decrypted_history(alice) -> None:
+    def no_model():
+        raise AssertionError("building the history view must not load a model")
+
+    with Personalizer("alice", passphrase=PASSPHRASE) as p:
+        one = VaultProfiler(p.vault, no_model, model_id="unused")
+        two = VaultProfiler(p.vault, no_model, model_id="unused")
+        assert one.view() is one.view()
+        assert two.view() is not one.view()  # no cache shared by the whole process
+
+        first = p.profiler().view()
+        assert first is not one.view()
+        p.configure_profile(settings=ProfileSettings())  # a new profiler, the same owner
+        assert p.profiler().view() is first
+        views = p.__dict__["_profile_views"]
+        assert isinstance(views, ProfileViewCache) and len(views) == 1
+        with Personalizer("alice", passphrase=PASSPHRASE) as q:  # another owner, same vault
+            assert q.profiler().view() is not first
+        assert p.profiler().view() is first
+    assert len(views) == 0  # closing the owner drops what it decrypted

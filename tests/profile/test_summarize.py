@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,24 @@ def test_recency_follows_times_when_all_parse_else_insertion_order() -> None:
     untimed = [*timed, HistoryItem(text="d", time="last tuesday")]
     assert recency_order(untimed) == [0, 1, 2, 3]
 
+
+
+@pytest.fixture
+def far_east_clock(monkeypatch: pytest.MonkeyPatch):
+    """The process's local time zone at UTC+9 (a POSIX rule: no time-zone database needed)."""
+    monkeypatch.setenv("TZ", "JST-9")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_times_are_utc_whatever_the_local_zone(far_east_clock) -> None:
+    items = [
+        HistoryItem(text="naive noon", time="2024-01-01T12:00:00"),
+        HistoryItem(text="aware morning", time="2024-01-01T06:00:00+00:00"),
+    ]
+    assert recency_order(items) == [1, 0]  # 12:00 UTC is after 06:00 UTC (03:00 if local)
 
 def test_selection_takes_the_newest_then_the_most_different_older_items() -> None:
     coffee = [HistoryItem(text=f"espresso coffee beans roast review number {i}") for i in range(20)]

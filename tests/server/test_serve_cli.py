@@ -118,6 +118,41 @@ def test_stop_scanner_holds_back_partial_matches() -> None:
     assert scan.feed("abc E") == "abc " and scan.flush() == "E" and not scan.hit
 
 
+class _Body:
+    """What the request reader uses of a Starlette request: the body, streamed."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def stream(self):
+        yield self.data
+
+
+def _read(data: bytes):
+    import asyncio
+
+    from p2p_local.server import _read_request
+
+    return asyncio.run(_read_request(_Body(data), 1_000_000))  # type: ignore[arg-type]
+
+
+def test_request_reader_answers_bad_bodies_with_4xx() -> None:
+    import json
+
+    from p2p_local.server import APIError
+
+    with pytest.raises(APIError, match="nested too deeply") as deep:
+        _read(b"[" * 50_000)
+    assert deep.value.status == 400 and deep.value.code == "invalid_json"
+    ok = {"model": "p2p-local:base", "messages": [{"role": "user", "content": "Hi"}]}
+    assert _read(json.dumps({**ok, "max_tokens": 5}).encode()).max_tokens == 5
+    for field in ("max_tokens", "max_completion_tokens"):
+        for value in (True, False, "5", 5.0):
+            with pytest.raises(APIError) as bad:
+                _read(json.dumps({**ok, field: value}).encode())
+            assert bad.value.status == 422 and bad.value.param == field, (field, value)
+
+
 @pytest.mark.real_model
 def test_serve_command_answers_on_loopback(home: Path, tmp_path: Path, base_gguf) -> None:
     make_user("alice")

@@ -252,12 +252,14 @@ def test_bad_payloads_get_4xx_and_the_server_keeps_serving(http, client,
         b"[1, 2, 3]": 400,
         b"\xff\xfe": 400,
         b"": 400,
+        b"[" * 50_000: 400,  # nested past the parser's recursion limit
     }
     for raw, status in raw_cases.items():
         resp = http.post("/chat/completions", content=raw,
                          headers={"Content-Type": "application/json"})
-        assert resp.status_code == status, raw
+        assert resp.status_code == status, raw[:20]
         assert resp.json()["error"]["message"]
+        assert resp.json()["error"]["code"] == "invalid_json", raw[:20]
     json_cases = [
         ({"messages": ok_msg}, 422),  # no model
         ({"model": "p2p-local:base"}, 422),  # no messages
@@ -267,6 +269,9 @@ def test_bad_payloads_get_4xx_and_the_server_keeps_serving(http, client,
         ({"model": "p2p-local:base", "messages": [{"role": "user", "content": 5}]}, 422),
         ({"model": "p2p-local:base", "messages": ok_msg, "max_tokens": 0}, 422),
         ({"model": "p2p-local:base", "messages": ok_msg, "max_tokens": "many"}, 422),
+        ({"model": "p2p-local:base", "messages": ok_msg, "max_tokens": True}, 422),
+        ({"model": "p2p-local:base", "messages": ok_msg, "max_completion_tokens": True}, 422),
+        ({"model": "p2p-local:base", "messages": ok_msg, "max_tokens": 8.0}, 422),
         ({"model": "p2p-local:base", "messages": ok_msg, "temperature": 9}, 422),
         ({"model": "p2p-local:base", "messages": ok_msg, "n": 2}, 422),
         ({"model": "p2p-local:base", "messages": ok_msg, "stream": "perhaps"}, 422),

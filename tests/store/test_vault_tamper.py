@@ -156,6 +156,21 @@ def test_swapped_rows_are_detected(pristine: Path, tmp_path: Path) -> None:
         Vault.open(work, passphrase=PASS)
 
 
+def test_a_changed_row_ciphertext_fails_authentication_with_a_next_step(
+    pristine: Path, tmp_path: Path
+) -> None:
+    # Flip a ciphertext byte but keep the tag: the seal (a chain of tags) still matches.
+    work = copy(pristine, tmp_path / "c")
+    blob = bytearray(_rows(work / "vault.db")[1][2])
+    blob[C.NONCE_BYTES] ^= 0x01
+    _exec(work / "vault.db", ("UPDATE items SET blob = ? WHERE row = 1", (bytes(blob),)))
+    with pytest.raises(AuthenticationError, match="row 1 of the vault") as info:
+        read_all(work)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith("nothing was changed; restore the vault directory from a backup")
+
+
 def test_swapped_ciphertexts_fail_authentication_even_with_a_matching_chain(
     pristine: Path, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -76,3 +77,32 @@ def test_sigterm_stops_at_a_step_with_a_checkpoint(tmp_path, tiny_data_dir, tiny
     assert not result.completed and 0 < result.steps < 100000
     assert read_state(latest_checkpoint(tmp_path / "run")).step == result.steps
     assert json.loads((tmp_path / "run" / "training.json").read_text())["steps"] == result.steps
+
+
+def test_init_from_starts_a_new_run_from_a_checkpoint(
+    tmp_path, tiny_data_dir, tiny_base_dir
+) -> None:
+    from p2p_local.errors import CheckpointError, ConfigError
+    from p2p_local.train.models import build_trainable, targets_for
+
+    first = _run(tmp_path / "first", tiny_data_dir, tiny_base_dir)
+    trained = load_checkpoint(first.result_path).hypernet.state_dict()
+
+    base = load_base(str(tiny_base_dir))
+    cfg = tiny_config(tmp_path / "second", tiny_data_dir, tiny_base_dir,
+                      init_from=str(first.result_path))
+    data = TrainData.load(tiny_data_dir)
+    start = build_trainable(cfg, targets_for(cfg, base), data.embedding_dim,
+                            base_model_id=base.model_id).state_dict()
+    assert start.keys() == trained.keys()
+    assert all(torch.equal(start[k], trained[k]) for k in trained)
+    fresh = build_trainable(tiny_config(tmp_path / "x", tiny_data_dir, tiny_base_dir),
+                            targets_for(cfg, base), data.embedding_dim).state_dict()
+    assert not all(torch.equal(fresh[k], trained[k]) for k in trained)
+
+    with pytest.raises(CheckpointError, match="base model"):
+        build_trainable(cfg, targets_for(cfg, base), data.embedding_dim,
+                        base_model_id="another-model")
+    with pytest.raises(ConfigError, match="p2p"):
+        tiny_config(tmp_path / "y", tiny_data_dir, tiny_base_dir, mode="mt_lora",
+                    init_from=str(first.result_path))

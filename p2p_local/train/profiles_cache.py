@@ -224,8 +224,9 @@ def prepare(config: TrainConfig, *, log: Log | None = None, force: bool = False)
         if d.max_users_per_task:
             train_ids = train_ids[: d.max_users_per_task]
         with_summary = set(train_ids[: p.summary_users_per_task])
-        with_summary |= set(list(split.val)[: _val_summaries(
-            p.summary_users_per_task, len(train_ids), len(split.val))])
+        val_ids = [split.val[i] for i in rng.permutation(len(split.val)).tolist()]
+        with_summary |= set(val_ids[: _val_summaries(
+            p.summary_users_per_task, len(train_ids), len(val_ids))])
         parts = {**{u: "train" for u in train_ids}, **{u: "val" for u in split.val}}
         n_summaries = 0
         cache = SummaryCache(summarizer.model_id, task) if summarizer else None

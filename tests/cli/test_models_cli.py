@@ -64,6 +64,21 @@ def test_add_list_verify_remove_a_user_model(home: Path, tmp_path: Path) -> None
     assert runner.invoke(app, ["models", "path", "mine"]).exit_code == 4
 
 
+def test_add_a_transformers_folder(home: Path, tmp_path: Path) -> None:
+    from tiny_models import tiny_llama
+
+    folder = tmp_path / "my-llama"
+    tiny_llama().save_pretrained(folder)
+    result = runner.invoke(app, ["models", "add", "my-llama", str(folder), "--role", "base"])
+    assert result.exit_code == 0, result.output
+    assert "added my-llama (base, hf-dir)" in result.output
+    assert runner.invoke(app, ["models", "path", "my-llama"]).output.strip() == str(folder)
+    assert runner.invoke(app, ["models", "verify", "my-llama"]).exit_code == 0
+    (folder / "config.json").write_text("{}")  # changed after it was registered
+    result = runner.invoke(app, ["models", "verify", "my-llama"])
+    assert result.exit_code == 4 and "mismatch" in result.output
+
+
 def test_errors_are_one_line_with_an_exit_code(home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "path", "no-such-model"])
     assert result.exit_code == 4

@@ -122,3 +122,22 @@ def test_a_stream_closed_early_stops_and_frees_the_model(hf_base: HFBackend) -> 
     first = next(iter(stream))
     stream.close()  # type: ignore[attr-defined]
     assert first and "Paris" in hf_base.chat(CAPITAL, GREEDY)
+
+
+def test_a_transformers_folder_loads_and_answers_like_its_gguf(
+    hf_base: HFBackend, base_gguf: Path, tmp_path: Path
+) -> None:
+    """A user's own HF model folder (config.json + safetensors + tokenizer) is a base model too:
+    the default GGUF written out as such a folder answers exactly as the GGUF does."""
+    from p2p_local.runtime.hf import convert_gguf
+
+    folder = convert_gguf(base_gguf, tmp_path / "smollm2-folder")
+    assert (folder / "config.json").is_file()
+    backend = HFBackend(folder, device="cpu")
+    try:
+        assert backend.arch == "llama"
+        reply = backend.chat(CAPITAL, GREEDY)
+        assert "Paris" in reply
+        assert reply == hf_base.chat(CAPITAL, GREEDY)
+    finally:
+        backend.close()

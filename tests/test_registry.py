@@ -27,6 +27,7 @@ from p2p_local.errors import (
 from p2p_local.registry import (
     ModelEntry,
     check_gguf_model,
+    detect_kind,
     load_registry,
     read_gguf_header,
     sha256_file,
@@ -316,6 +317,20 @@ def test_tree_hash_depends_on_names_and_contents(tmp_path: Path) -> None:
     (root / "y.txt").write_text("2")
     (root / "y.txt").rename(root / "z.txt")
     assert tree_sha256(root) != first
+
+
+def test_default_mt_lora_is_the_shipped_peft_adapter() -> None:
+    from p2p_local.export.peft import load_peft
+
+    registry = load_registry(user=False)
+    entry = registry.get("mt-lora")
+    assert entry.role == "mt-lora" and entry.kind == "peft"
+    path = registry.path("mt-lora")  # verifies the tree hash
+    assert detect_kind(path) == "peft"
+    adapter = load_peft(path)
+    spec = adapter.targets
+    assert spec.rank == 8 and spec.n_layers == 30
+    assert {m.name for m in spec.modules} == {"q_proj", "v_proj"}
 
 
 def test_default_path_prefers_the_explicit_folder(tmp_path: Path) -> None:

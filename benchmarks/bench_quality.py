@@ -10,8 +10,9 @@ table (``quality_<split>.md``). Each (task, split) writes
 per-instance times, the best constant answer, settings and the hypernetwork checkpoint id) and
 ``quality_<task>_<split>.md`` (the table). Answers are cached under
 ``<cache>/eval/<task>-<split>/``, so an interrupted or extended run (more users, more
-methods) only computes what is missing. The default hypernetwork is the installed one; the
-held-out users are the test users of the split training used (same seed and queries per user).
+methods) only computes what is missing. The default hypernetwork and MT-LoRA are the installed
+ones; the held-out users are the test users of the split training used (same seed and queries
+per user).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="random", choices=("random", "ood"))
     ap.add_argument("--users", type=int, default=5)
     ap.add_argument("--methods", default=None,
-                    help="comma-separated (default: all but mt-lora / oppu; those are added "
-                    "with --mt-lora)")
+                    help="comma-separated (default: all but oppu, with mt-lora when one is "
+                    "installed or given; --mt-lora also adds oppu)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--mt-lora", default=None)
     ap.add_argument("--queries", type=int, default=3)
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     err = Console(stderr=True)
     tasks = TASKS if args.task == "all" else (args.task,)
-    methods = args.methods or DEFAULT_METHODS + (",mt-lora,oppu" if args.mt_lora else "")
+    from p2p_local.registry import default_path
+
+    # the MT-LoRA baseline: --mt-lora, else the installed default; OPPU only with --mt-lora
+    extra = ",mt-lora,oppu" if args.mt_lora else (",mt-lora" if default_path("mt-lora") else "")
+    methods = args.methods or DEFAULT_METHODS + extra
     reports = []
     for task in tasks:
         split_file = None

@@ -170,6 +170,42 @@ def test_per_user_adapter_is_cached_and_follows_the_history(alice, random_hypern
 
 
 @pytest.mark.real_model
+def test_threads_asking_at_once_build_the_adapter_once(
+    alice, random_hypernet_dir, monkeypatch
+) -> None:
+    import threading
+
+    from p2p_local.store.records import HistoryItem
+
+    alice.configure_adapter(checkpoint=random_hypernet_dir)
+    alice.add_items([HistoryItem(text="A new grinder, loud but even.", kind="rating", score=3.0,
+                                 label="shop")])  # a history the adapter was never built for
+    builds: list[int] = []
+    real = type(alice).build_adapter
+
+    def counting(self, *args, **kwargs):
+        builds.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(alice), "build_adapter", counting)
+    start = threading.Barrier(4)
+    got: list[object] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(alice.personal_adapter("llamacpp"))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and got[0] is not None
+    assert all(g is got[0] for g in got)  # one payload, shared
+    assert len(builds) == 1
+
+
+@pytest.mark.real_model
 def test_checkpoint_for_another_base_refused(alice, random_hypernet_dir, tmp_path) -> None:
     from p2p_local.errors import CheckpointError
     from p2p_local.hypernet.checkpoint import load_checkpoint, save_checkpoint

@@ -73,3 +73,30 @@ def test_bad_options_fail_cleanly(home: Path) -> None:
     assert result.exit_code == 2 and "max_tokens" in result.output
     result = runner.invoke(app, ["chat", "--remember", "--once", "hi"])
     assert result.exit_code == 3 and "no vault" in result.output
+
+
+def test_chat_uses_the_users_adapter_and_adapter_off_is_the_base_model(vault_user: str) -> None:
+    from p2p_local.adapter import USER_ADAPTER_BLOB
+    from p2p_local.api import Personalizer
+    from p2p_local.store.records import HistoryItem
+
+    with Personalizer(vault_user, passphrase=PASS) as p:
+        p.add_items([HistoryItem(text=f"Rated a film {s} of 5.", kind="rating", score=float(s))
+                     for s in (5, 4, 5, 3, 5)])
+        assert p.vault.get_blob(USER_ADAPTER_BLOB) is None
+    opts = ["-t", "0", "--max-tokens", "12"]
+    base = runner.invoke(app, ["chat", "--user", vault_user, "--no-adapter", "--once", QUESTION,
+                               *opts])
+    assert base.exit_code == 0, base.output
+    script = f"{QUESTION}\n/adapter off\n{QUESTION}\n/adapter on\n{QUESTION}\n/exit\n"
+    result = runner.invoke(app, ["chat", "--user", vault_user, *opts], input=script)
+    assert result.exit_code == 0, result.output
+    assert "adapter off; new conversation" in result.output
+    assert "adapter on; new conversation" in result.output
+    replies = [line for line in result.output.splitlines()
+               if line.strip() and "new conversation" not in line]
+    assert len(replies) == 3, result.output
+    assert replies[1] == base.output.strip()  # adapter off: exactly the base model
+    assert replies[0] == replies[2]  # adapter on again: the same reply as at the start
+    with Personalizer(vault_user, passphrase=PASS) as p:  # the default chat built her adapter
+        assert p.vault.get_blob(USER_ADAPTER_BLOB) is not None

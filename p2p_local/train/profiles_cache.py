@@ -55,17 +55,33 @@ def _safe(name: str) -> str:
 
 def prepared_dir(config: TrainConfig) -> Path:
     """Where :func:`prepare` puts the data for ``config`` (depends on [data], [profile] and
-    the embedding and summarizer models only)."""
+    the embedding and summarizer models only: the models they resolve to, not their names, so
+    a new registry default or reading length never reuses old data)."""
+    from p2p_local.embedding import DEFAULT_MAX_SEQ_LENGTH
+
     key = json.dumps(
         {
             "v": PREP_VERSION,
             "fp": config.fingerprint("data", "profile"),
-            "embedding": config.model.embedding,
-            "summarizer": config.model.summarizer,
+            "embedding": _resolved_id(config.model.embedding),
+            "embedding_tokens": DEFAULT_MAX_SEQ_LENGTH,
+            "summarizer": _resolved_id(config.model.summarizer),
         },
         sort_keys=True,
     )
     return train_cache() / "prepared" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _resolved_id(spec: str) -> str:
+    """``name@sha12`` of the model a spec names (a registry name or role, or a path), else the
+    spec itself (e.g. ``hidden:base``)."""
+    from p2p_local.errors import P2PError
+    from p2p_local.train.models import model_id_for
+
+    try:
+        return model_id_for(spec)[1]
+    except (P2PError, OSError):
+        return spec
 
 
 # --- caches -------------------------------------------------------------------------------

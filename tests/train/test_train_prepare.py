@@ -250,3 +250,15 @@ def test_second_prepare_is_a_cache_hit(prepared: Prepared) -> None:
 )
 def test_val_summaries(per_task: int, n_train: int, n_val: int, expected: int) -> None:
     assert _val_summaries(per_task, n_train, n_val) == expected
+
+
+def test_prepared_folder_follows_the_models_not_their_names(prepared: Prepared) -> None:
+    """The cache key uses the models the specs resolve to: the role name and the registry
+    name of the same embedder share a folder; another embedder gets another one."""
+    base = _config().to_dict()
+
+    def with_embedding(spec: str) -> TrainConfig:
+        return TrainConfig.from_dict({**base, "model": {**base["model"], "embedding": spec}})
+
+    assert prepared_dir(with_embedding("all-minilm-l6-v2")) == prepared.path
+    assert prepared_dir(with_embedding("hidden:base")) != prepared.path

@@ -206,21 +206,22 @@ def random_bytes(n: int) -> bytes:
 class Aead:
     """AES-256-GCM with a random 96-bit nonce per message; output is ``nonce || ct || tag``."""
 
-    __slots__ = ("_gcm",)
+    __slots__ = ("_gcm", "_hint")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, hint: str = "") -> None:
+        """``hint``: what to do when authentication fails, appended to the error."""
         if len(key) != KEY_BYTES:
             raise ValueError("AES-256-GCM needs a 32-byte key")
         self._gcm = AESGCM(key)
+        self._hint = hint
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._gcm.encrypt(nonce, plaintext, aad)
 
-    def open(self, blob: bytes, aad: bytes, *, what: str, hint: str = "") -> bytes:
-        """Decrypt or raise :class:`AuthenticationError` (``what`` says what failed, ``hint``,
-        when given, what to do about it)."""
-        message = f"{what} failed authentication" + (f": {hint}" if hint else "")
+    def open(self, blob: bytes, aad: bytes, *, what: str) -> bytes:
+        """Decrypt or raise :class:`AuthenticationError` (``what`` says what failed)."""
+        message = f"{what} failed authentication" + (f": {self._hint}" if self._hint else "")
         if not isinstance(blob, bytes) or len(blob) < NONCE_BYTES + TAG_BYTES:
             raise AuthenticationError(message)
         try:

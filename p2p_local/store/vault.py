@@ -148,8 +148,8 @@ class Vault:
         def sub(purpose: str) -> bytes:
             return C.hkdf(dek, b"p2p-local/v1/" + purpose.encode(), salt=store_id)
 
-        self._rows = C.Aead(sub("rows"))
-        self._blobs = C.Aead(sub("blobs"))
+        self._rows = C.Aead(sub("rows"), hint=_RESTORE_HINT)
+        self._blobs = C.Aead(sub("blobs"), hint=_RESTORE_HINT)
         self._k_dedupe = sub("dedupe")
         self._k_seal = sub("seal")
         self._k_header = sub("header")
@@ -428,9 +428,7 @@ class Vault:
             row = self._db.execute("SELECT blob FROM blobs WHERE nkey = ?", (nkey,)).fetchone()
         if row is None:
             return None
-        return self._blobs.open(
-            row[0], self._blob_aad + nkey, what=f"vault blob {name!r}", hint=_RESTORE_HINT
-        )
+        return self._blobs.open(row[0], self._blob_aad + nkey, what=f"vault blob {name!r}")
 
     def delete_blob(self, name: str) -> bool:
         """Remove a blob; True when there was one."""
@@ -496,8 +494,7 @@ class Vault:
         if not isinstance(dkey, bytes) or not isinstance(blob, bytes):
             raise IntegrityError(f"row {row} of the vault in {self._dir} is damaged")
         what = f"row {row} of the vault in {self._dir}"
-        aad = self._row_aad + row.to_bytes(8, "big") + dkey
-        pt = self._rows.open(blob, aad, what=what, hint=_RESTORE_HINT)
+        pt = self._rows.open(blob, self._row_aad + row.to_bytes(8, "big") + dkey, what=what)
         digest = C.sha256(pt)
         try:
             item = HistoryItem.from_dict(json.loads(pt))
@@ -550,10 +547,7 @@ class Vault:
             blobs = self._db.execute("SELECT nkey, blob FROM blobs").fetchall()
         for nkey, blob in blobs:
             self._blobs.open(
-                blob,
-                self._blob_aad + nkey,
-                what=f"a blob of the vault in {self._dir}",
-                hint=_RESTORE_HINT,
+                blob, self._blob_aad + nkey, what=f"a blob of the vault in {self._dir}"
             )
         return VerifyReport(items=n, blobs=len(blobs))
 

@@ -42,21 +42,29 @@ class BaseModel:
 
 
 def model_id_for(spec: str) -> tuple[Path, str]:
-    """Path and id of a base model spec: ``name@sha12`` as the registry names it."""
-    from p2p_local.registry import load_registry, sha256_file, tree_sha256
+    """Path and id of a base model spec: ``name@sha12`` as the registry names it (a registered
+    model is fetched when missing)."""
+    from p2p_local.registry import load_registry
 
     path = Path(spec).expanduser()
     if path.exists():
-        digest = tree_sha256(path) if path.is_dir() else sha256_file(path)
-        name = path.name
-        for entry in load_registry().entries.values():
-            if entry.sha256 == digest:
-                name = entry.name
-                break
-        return path, f"{name}@{digest[:12]}"
+        return path, model_id(spec)
+    return load_registry().path(spec), model_id(spec)
+
+
+def model_id(spec: str) -> str:
+    """``name@sha12`` of a model spec (a file or folder path, or a registry name or role),
+    without fetching anything."""
+    from p2p_local.registry import load_registry, sha256_file, tree_sha256
+
+    path = Path(spec).expanduser()
     registry = load_registry()
-    entry = registry.get(spec)
-    return registry.path(spec), f"{entry.name}@{entry.sha256[:12]}"
+    if not path.exists():
+        entry = registry.get(spec)
+        return f"{entry.name}@{entry.sha256[:12]}"
+    digest = tree_sha256(path) if path.is_dir() else sha256_file(path)
+    name = next((e.name for e in registry.entries.values() if e.sha256 == digest), path.name)
+    return f"{name}@{digest[:12]}"
 
 
 def load_base(spec: str, *, dtype: torch.dtype = torch.float32) -> BaseModel:

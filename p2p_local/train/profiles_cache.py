@@ -76,10 +76,10 @@ def _resolved_id(spec: str) -> str:
     """``name@sha12`` of the model a spec names (a registry name or role, or a path), else the
     spec itself (e.g. ``hidden:base``)."""
     from p2p_local.errors import P2PError
-    from p2p_local.train.models import model_id_for
+    from p2p_local.train.models import model_id
 
     try:
-        return model_id_for(spec)[1]
+        return model_id(spec)
     except (P2PError, OSError):
         return spec
 
@@ -361,4 +361,4 @@ def _val_summaries(per_task: int, n_train: int, n_val: int) -> int:
     """How many validation users get a summary: the training users' share, rounded down."""
     if per_task <= 0 or n_train <= 0:
         return 0
-    return n_val if per_task >= n_train else (n_val * per_task) // n_train
+    return min(n_val, n_val * per_task // n_train)

@@ -153,8 +153,7 @@ def _resume_key(config: TrainConfig) -> str:
     """What must not change between a checkpoint and its resumption."""
     run = config.run
     fixed = {
-        "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens,
-                run.init_from],
+        "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
         "rest": config.fingerprint("optim", "model", "hypernet", "profile", "oppu"),
         "tasks": list(config.data.tasks),
     }

@@ -40,7 +40,7 @@ from p2p_local.train.config import TrainConfig
 from p2p_local.train.data import Example, TrainData
 
 Log = Callable[[str], None]
-PREP_VERSION = 1  # bump when the preparation changes what it writes
+PREP_VERSION = 2  # bump when the preparation changes what it writes
 
 
 def train_cache() -> Path:

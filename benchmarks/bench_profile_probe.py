@@ -1,0 +1,101 @@
+"""Does the profile embedding carry the user's rating habit? A linear probe on MovieLens.
+
+    .venv/bin/python benchmarks/bench_profile_probe.py [--alpha 1.0] [--queries 3]
+
+For every MovieLens user of the random split (seed 0) the per-user profile is embedded twice
+with the default embedder: as built (the statistics open with the rating habit in words) and
+with the habit sentence left out (the numbers only). A ridge regression fitted on the training
+users' embeddings predicts the ratings of their held-out queries; it is scored on the
+validation + test users' queries (MAE of the rounded, clipped prediction) against the best
+constant answer and against rounding the user's own mean rating. If the embedding cannot
+tell users apart, no hypernetwork reading it can. Writes
+``benchmarks/results/profile_probe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alpha", type=float, default=1.0, help="ridge regularisation")
+    ap.add_argument("--queries", type=int, default=3, help="held-out queries per user")
+    ap.add_argument("--out", type=Path, default=RESULTS / "profile_probe.json")
+    args = ap.parse_args(argv)
+
+    from sklearn.linear_model import Ridge
+
+    from p2p_local.datasets import load_task
+    from p2p_local.embedding import load_embedder
+    from p2p_local.eval.splits import SplitSettings, random_split
+    from p2p_local.profile.builder import build_profile
+    from p2p_local.profile.statistics import compute_statistics
+
+    t0 = time.perf_counter()
+    dataset = load_task("movielens", max_queries=args.queries)
+    split = random_split(dataset.user_ids(), SplitSettings(seed=0))
+    embedder = load_embedder("embedding")
+    task = dataset.spec.description
+
+    def features(user_ids: list[str], habit: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        texts, targets, means, rows = [], [], [], []
+        for uid in user_ids:
+            user = dataset.user(uid)
+            stats = compute_statistics(user.history)
+            assert stats is not None and stats.mean_rating is not None
+            if not habit:
+                stats = dataclasses.replace(stats, scale=None)  # no scale: no habit sentence
+            texts.append(build_profile(user.history, task=task, statistics=stats).text)
+            for q in user.queries:
+                rows.append(len(texts) - 1)
+                targets.append(float(q.output or 0))
+                means.append(stats.mean_rating)
+        vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+        return vectors[rows], np.asarray(targets), np.asarray(means)
+
+    def rounded(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(x), 1, 5)
+
+    held_out = list(split.val) + list(split.test)
+    results: dict[str, float] = {}
+    for habit in (True, False):
+        x_train, y_train, _ = features(list(split.train), habit)
+        x_eval, y_eval, means = features(held_out, habit)
+        probe = Ridge(alpha=args.alpha).fit(x_train, y_train)
+        name = "with_habit" if habit else "numbers_only"
+        results[f"probe_mae_{name}"] = float(np.abs(rounded(probe.predict(x_eval)) - y_eval).mean())
+    values, counts = np.unique(y_train, return_counts=True)
+    constant = float(values[np.argmax(counts)])
+    results["best_constant"] = constant
+    results["best_constant_mae"] = float(np.abs(constant - y_eval).mean())
+    results["own_mean_rating_mae"] = float(np.abs(rounded(means) - y_eval).mean())
+
+    report = {
+        "task": "movielens",
+        "split": "random (seed 0): fitted on train users, scored on val + test users",
+        "n_train_queries": int(len(y_train)),
+        "n_eval_queries": int(len(y_eval)),
+        "embedding_model": embedder.model_id,
+        "ridge_alpha": args.alpha,
+        "results": {k: round(v, 4) for k, v in results.items()},
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

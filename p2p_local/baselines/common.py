@@ -22,6 +22,7 @@ import numpy as np
 
 from p2p_local.baselines.prompts import Context, Prompt, build_messages, cut_text, prompt_budget
 from p2p_local.errors import CheckpointError, ConfigError, EvaluationError, P2PError
+from p2p_local.profile.builder import PROFILE_FORMAT
 from p2p_local.runtime.base import GenerationSettings, Message
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ class MethodSettings:
 class MethodSpec:
     """A method's name (as the CLI spells it), what it is, and what it needs.
 
-    needs: any of "summary", "checkpoint", "mt_lora", "train" (loads a trainable base model).
+    needs: any of "summary", "checkpoint", "mt_lora", "train" (loads a trainable base model),
+           "profile" (its prompt or adapter is made from profile text, so the profile format
+           version is part of its cache key).
     uses:  the :class:`MethodSettings` fields its answers depend on, besides the shared ones
            (model, window, answer length, system message), so a cached answer is reused
            exactly when they are unchanged.
@@ -166,6 +169,8 @@ class Method:
         used = {name: getattr(s, name) for name in self.spec.uses}
         if "summary" in self.spec.needs and s.summaries:
             used["summary"] = [s.summary_tokens, s.summary_history_tokens]
+        if "profile" in self.spec.needs:
+            used["profile_format"] = PROFILE_FORMAT
         return used
 
     def close(self) -> None:

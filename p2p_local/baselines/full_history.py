@@ -15,7 +15,7 @@ from p2p_local.datasets.base import Query, UserRecord
 
 class FullHistory(Method):
     spec = MethodSpec("full-history", "the most recent history items that fit the window",
-                      uses=("history_chars",))
+                      frozenset({"profile"}), uses=("history_chars",))
 
     def __init__(self, env: EvalEnv) -> None:
         super().__init__(env)

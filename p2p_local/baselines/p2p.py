@@ -28,7 +28,7 @@ from p2p_local.baselines.common import EvalEnv, Method, MethodSpec, Plan
 from p2p_local.datasets.base import Query, UserRecord
 from p2p_local.errors import EvaluationError
 
-_NEEDS = frozenset({"checkpoint"})
+_NEEDS = frozenset({"checkpoint", "profile"})
 _USES = ("k", "item_chars", "summaries", "seed")
 
 

@@ -16,7 +16,7 @@ from p2p_local.datasets.base import Query, UserRecord
 
 class PAG(Method):
     spec = MethodSpec("pag", "LLM summary + statistics + BM25 top-k items in the prompt",
-                      frozenset({"summary"}), uses=("k", "item_chars", "summaries"))
+                      frozenset({"summary", "profile"}), uses=("k", "item_chars", "summaries"))
 
     def plan(self, user: UserRecord, query: Query) -> Plan:
         fixed = []

@@ -14,7 +14,7 @@ from p2p_local.datasets.base import Query, UserRecord
 
 class RAG(Method):
     spec = MethodSpec("rag", "BM25 top-k history items in the prompt",
-                      uses=("k", "item_chars"))
+                      frozenset({"profile"}), uses=("k", "item_chars"))
 
     def plan(self, user: UserRecord, query: Query) -> Plan:
         lines = self.env.retrieved_lines(user, query.input)

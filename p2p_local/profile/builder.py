@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from p2p_local.runtime.base import ChatBackend
 
 EMPTY_HISTORY = "the history is empty: ingest first: p2p-local ingest FILE"
+# Bump when the profile text changes for the same history (sections, statistics wording): the
+# training-data and evaluation caches are keyed by it, so they never reuse old profiles.
+PROFILE_FORMAT = 2
 
 EMBED_INSTRUCTION = (
     "Represent this user so that a language model can be personalized for them. "

@@ -40,7 +40,7 @@ from p2p_local.train.config import TrainConfig
 from p2p_local.train.data import Example, TrainData
 
 Log = Callable[[str], None]
-PREP_VERSION = 2  # bump when the preparation changes what it writes
+PREP_VERSION = 1  # bump when the preparation changes what it writes
 
 
 def train_cache() -> Path:
@@ -58,10 +58,12 @@ def prepared_dir(config: TrainConfig) -> Path:
     the embedding and summarizer models only: the models they resolve to, not their names, so
     a new registry default or reading length never reuses old data)."""
     from p2p_local.embedding import DEFAULT_MAX_SEQ_LENGTH
+    from p2p_local.profile.builder import PROFILE_FORMAT
 
     key = json.dumps(
         {
             "v": PREP_VERSION,
+            "profile_format": PROFILE_FORMAT,
             "fp": config.fingerprint("data", "profile"),
             "embedding": _resolved_id(config.model.embedding),
             "embedding_tokens": DEFAULT_MAX_SEQ_LENGTH,

@@ -28,6 +28,26 @@ def test_parse_methods() -> None:
         parse_methods(" , ")
 
 
+def test_answers_made_from_profile_text_are_keyed_by_the_profile_format(monkeypatch) -> None:
+    """A new profile wording must not reuse cached answers of methods that read profiles."""
+    from types import SimpleNamespace
+
+    from p2p_local.baselines import common
+
+    env = SimpleNamespace(settings=MethodSettings(summaries=False))
+
+    def shared_key(cls: type) -> dict:
+        method = cls.__new__(cls)  # the shared part of the key (overrides add to it)
+        method.env = env
+        return common.Method.fingerprint(method)
+
+    before = {name: shared_key(cls) for name, cls in METHODS.items()}
+    monkeypatch.setattr(common, "PROFILE_FORMAT", common.PROFILE_FORMAT + 1)
+    changed = {name for name, cls in METHODS.items() if shared_key(cls) != before[name]}
+    assert changed == {"rag", "pag", "full-history", "p2p", "p2p-per-query", "p2p-shuffled",
+                       "p2p-random", "p2p-summary-only", "p2p-retrieval-only"}
+
+
 def test_method_settings_validation() -> None:
     assert MethodSettings().answer_tokens("rating") == 8
     assert MethodSettings(max_tokens=3).answer_tokens("generation") == 3

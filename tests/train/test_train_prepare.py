@@ -232,6 +232,12 @@ def test_second_prepare_is_a_cache_hit(prepared: Prepared) -> None:
     other = TrainConfig.from_dict({**_config().to_dict(), "profile": {
         **_config().to_dict()["profile"], "k": K + 1}})
     assert prepared_dir(other) != p.path
+    # a new profile wording is another folder too (the profiles are not the same text)
+    from p2p_local.profile import builder
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(builder, "PROFILE_FORMAT", builder.PROFILE_FORMAT + 1)
+        assert prepared_dir(_config()) != p.path
 
 
 @pytest.mark.parametrize(

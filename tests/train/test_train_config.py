@@ -12,7 +12,7 @@ from p2p_local.train.config import TrainConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "models" / "hypernets" / "configs"
 
 
-@pytest.mark.parametrize("name", ["cpu_default.toml", "paper_a100.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
 def test_shipped_configs_load_and_round_trip(name: str, tmp_path: Path) -> None:
     cfg = TrainConfig.load(CONFIGS / name)
     again = tmp_path / "again.toml"

@@ -6,7 +6,8 @@ model and embedding model it was trained for (ids as the registry writes them,
 and sizes. The same config also sits in the safetensors metadata, so the weights file alone
 is a complete checkpoint too (a registry entry can be that one file). Loading checks the
 weights' sha256 and the safetensors header before allocating, and refuses a checkpoint made for
-another base or embedding model. The checkpoint id is the sha256 prefix of the weights file.
+another base or embedding model, or trained on another profile text format (checkpoints that
+predate the record are accepted). The checkpoint id is the sha256 prefix of the weights file.
 Does not own training (train/) or where checkpoints are installed (registry).
 """
 
@@ -23,6 +24,7 @@ from p2p_local.errors import CheckpointError, ConfigError
 from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
 from p2p_local.hypernet.targets import TargetSpec
 from p2p_local.hypernet.tensorfile import check_safetensors_header, read_safetensors
+from p2p_local.profile.builder import PROFILE_FORMAT
 
 WEIGHTS_FILE = "hypernet.safetensors"
 CONFIG_FILE = "hypernet.json"
@@ -40,6 +42,7 @@ class CheckpointInfo:
     embedding_dim: int
     checkpoint_id: str
     path: Path | None = None
+    profile_format: int | None = None  # the profile text format it was trained on (None: unknown)
 
 
 @dataclass
@@ -73,6 +76,7 @@ def save_checkpoint(
         "base_model": base_model,
         "embedding_model": embedding_model,
         "embedding_dim": hypernet.settings.embedding_dim,
+        "profile_format": PROFILE_FORMAT,
         "rank": targets.rank,
         "alpha": targets.alpha,
         "rslora": targets.rslora,
@@ -87,7 +91,8 @@ def save_checkpoint(
     _write_atomic(directory / WEIGHTS_FILE, data)
     _write_atomic(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return CheckpointInfo(
-        base_model, embedding_model, hypernet.settings.embedding_dim, digest[:16], directory
+        base_model, embedding_model, hypernet.settings.embedding_dim, digest[:16], directory,
+        PROFILE_FORMAT,
     )
 
 
@@ -133,6 +138,13 @@ def load_checkpoint(
             f"hypernetwork checkpoint {directory} expects embeddings from "
             f"{info.embedding_model!r}, not {embedding_model!r}: use the embedding model it was "
             "trained with"
+        )
+    if info.profile_format is not None and info.profile_format != PROFILE_FORMAT:
+        raise CheckpointError(
+            f"hypernetwork checkpoint {directory} was trained on profiles of format "
+            f"{info.profile_format}; this p2p-local writes format {PROFILE_FORMAT}: use a "
+            "checkpoint trained with this version (p2p-local train), or the p2p-local version "
+            "it was trained with"
         )
     if embedding_dim is not None and embedding_dim != info.embedding_dim:
         raise CheckpointError(
@@ -219,6 +231,8 @@ def _info(config: dict[str, Any], directory: Path) -> CheckpointInfo:
             embedding_dim=int(config["embedding_dim"]),
             checkpoint_id=str(config["weights_sha256"])[:16],
             path=directory,
+            profile_format=(int(config["profile_format"])
+                            if config.get("profile_format") is not None else None),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(

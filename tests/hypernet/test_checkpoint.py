@@ -85,6 +85,24 @@ def test_mismatched_models_refused(
         load_checkpoint(path, **kwargs)
 
 
+def test_profile_format_recorded_and_a_different_one_refused(
+    saved: tuple[HyperNetwork, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2p_local.hypernet import checkpoint
+    from p2p_local.profile.builder import PROFILE_FORMAT
+
+    _, path = saved
+    assert read_checkpoint_info(path).profile_format == PROFILE_FORMAT
+    monkeypatch.setattr(checkpoint, "PROFILE_FORMAT", PROFILE_FORMAT + 1)
+    with pytest.raises(CheckpointError, match=f"profiles of format {PROFILE_FORMAT}"):
+        load_checkpoint(path)
+    # a checkpoint written before the format was recorded is accepted as it is
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["profile_format"]
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    assert load_checkpoint(path).info.profile_format is None
+
+
 def test_modified_weights_refused(saved: tuple[HyperNetwork, Path]) -> None:
     _, path = saved
     data = bytearray((path / WEIGHTS_FILE).read_bytes())

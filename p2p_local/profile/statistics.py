@@ -81,16 +81,16 @@ class HistoryStatistics:
         }
 
     def render(self) -> str:
-        """The section body: one or two plain sentences (without the ``##`` heading)."""
+        """The section body: a few plain sentences (without the ``##`` heading)."""
         parts: list[str] = []
-        if self.rated and self.mean_rating is not None and self.scale is not None:
-            mode = max(self.rating_distribution.items(), key=lambda kv: kv[1])[0]
-            lo, hi = (_format_value(v) for v in self.scale)
-            parts.append(
-                f"This user is {rating_habit(self.mean_rating, self.scale)}; "
-                f"their most common rating is {mode} on a {lo} to {hi} scale."
-            )
-        if self.rated:
+        if self.rated and self.mean_rating is not None:
+            if self.scale is not None:
+                mode = max(self.rating_distribution.items(), key=lambda kv: kv[1])[0]
+                lo, hi = (_format_value(v) for v in self.scale)
+                parts.append(
+                    f"This user is {rating_habit(self.mean_rating, self.scale)}; "
+                    f"their most common rating is {mode} on a {lo} to {hi} scale."
+                )
             dist = ", ".join(
                 f"{value}: {round(100 * n / self.rated)}%"
                 for value, n in self.rating_distribution.items()

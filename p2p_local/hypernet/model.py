@@ -2,10 +2,13 @@
 
 Owns :class:`HyperNetSettings` (sizes), :class:`HyperNetwork` (the torch module) and
 :class:`LoraWeights` (its output). For every target (module m, layer l) the input row is
-``[TaskEncoder(e) | LN(E_mod[m]) | LN(E_dep[l])]``; all rows of all users go through one trunk
-(mixer, pre-LN residual MLP blocks, output MLP) as a single batch, then one linear head per
-module type emits ``A`` (r x in) and ``B`` (out x r). Heads start with zero weights and a
-PEFT-style bias (A kaiming-uniform, B zero), so an untrained network yields a zero update.
+``[TaskEncoder(e) | LN(E_mod[m]) | LN(E_dep[l])]``. Profiles of one task share most of their
+embedding (the user's part is a few percent of it), so the TaskEncoder can also read a fixed
+whitening ``w(e)`` fitted on the training profiles, through its own zero-initialised linear
+map: ``LN(Linear(e) + Linear0(w(e)))``. All rows of all users go through one trunk (mixer,
+pre-LN residual MLP blocks, output MLP) as a single batch, then one linear head per module type
+emits ``A`` (r x in) and ``B`` (out x r). Heads start with zero weights and a PEFT-style bias
+(A kaiming-uniform, B zero), so an untrained network yields a zero update.
 Does not own checkpoint files (checkpoint.py) or applying the weights (inject.py, adapter.py).
 """
 
@@ -21,6 +24,8 @@ from torch import Tensor, nn
 from p2p_local.errors import ConfigError
 from p2p_local.hypernet.targets import TargetSpec
 
+WHITENING_SHRINKAGE = 0.1  # eigenvalue floor of the input whitening, as a share of their mean
+
 
 @dataclass(frozen=True)
 class HyperNetSettings:
@@ -34,11 +39,15 @@ class HyperNetSettings:
     n_blocks: int = 2  # pre-LayerNorm residual MLP blocks
     head_in: int = 384  # width entering the per-module output heads
     dropout: float = 0.05
+    whiten_input: bool = False  # also read the embedding whitened (training-profile statistics)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "dropout":
+            if f.name == "whiten_input":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"HyperNetSettings.whiten_input={value!r} must be true/false")
+            elif f.name == "dropout":
                 if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                     raise ConfigError(f"HyperNetSettings.dropout={value!r} must be in [0, 1)")
             elif f.name == "n_blocks":
@@ -122,6 +131,12 @@ class HyperNetwork(nn.Module):
         self.task_encoder = nn.Sequential(
             nn.Linear(s.embedding_dim, s.task_dim), nn.LayerNorm(s.task_dim)
         )
+        if s.whiten_input:  # whitening: identity until fit_whitening; saved with the weights
+            self.register_buffer("input_mean", torch.zeros(s.embedding_dim))
+            self.register_buffer("input_whitener", torch.eye(s.embedding_dim))
+            self.whitened_encoder = nn.Linear(s.embedding_dim, s.task_dim)
+            nn.init.zeros_(self.whitened_encoder.weight)  # starts as the plain network
+            nn.init.zeros_(self.whitened_encoder.bias)
         self.module_emb = nn.Embedding(len(targets.modules), s.module_dim)
         self.module_norm = nn.LayerNorm(s.module_dim)
         self.depth_emb = nn.Embedding(targets.n_layers, s.depth_dim)
@@ -176,6 +191,30 @@ class HyperNetwork(nn.Module):
             n_a = r * m.in_features
             head.bias[n_a:] = torch.randn(head.bias.shape[0] - n_a, generator=gen) * b_bias_std
 
+    @torch.no_grad()
+    def fit_whitening(self, embeddings: Tensor, shrinkage: float = WHITENING_SHRINKAGE) -> None:
+        """Fit the input whitening (ZCA) on training profile embeddings [N, D].
+
+        Eigenvalues are shrunk towards their mean (``lambda + shrinkage * mean(lambda)``) so
+        directions the training profiles never vary in are not blown up into noise.
+        """
+        if not self.settings.whiten_input:
+            raise ConfigError("this hypernetwork was built with whiten_input = false")
+        x = embeddings.detach().to(torch.float64)
+        if x.dim() != 2 or x.shape[1] != self.settings.embedding_dim or x.shape[0] < 2:
+            raise ConfigError(
+                f"whitening needs [N >= 2, {self.settings.embedding_dim}] embeddings, "
+                f"got {tuple(x.shape)}"
+            )
+        mean = x.mean(0)
+        cov = torch.cov((x - mean).T)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        eigvals = eigvals.clamp_min(0.0)
+        scale = (eigvals + shrinkage * eigvals.mean()).rsqrt()
+        whitener = (eigvecs * scale) @ eigvecs.T
+        self.input_mean.copy_(mean.to(self.input_mean.dtype))
+        self.input_whitener.copy_(whitener.to(self.input_whitener.dtype))
+
     # --- forward -------------------------------------------------------------------------
 
     def forward(self, embedding: Tensor) -> LoraWeights:
@@ -192,7 +231,11 @@ class HyperNetwork(nn.Module):
             len(self.targets.modules),
             self.targets.n_layers,
         )
-        task = self.task_encoder(embedding)  # [B, t]
+        task = self.task_encoder[0](embedding)
+        if self.settings.whiten_input:
+            whitened = (embedding - self.input_mean) @ self.input_whitener
+            task = task + self.whitened_encoder(whitened)
+        task = self.task_encoder[1](task)  # [B, t]
         mod = self.module_norm(self.module_emb.weight)  # [M, dm]
         dep = self.depth_norm(self.depth_emb.weight)  # [L, dd]
         rows = torch.cat(

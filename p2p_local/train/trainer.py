@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from p2p_local.adapter import LoraAdapter
 from p2p_local.errors import TrainingError
 from p2p_local.hypernet.inject import LoraInjector
+from p2p_local.hypernet.model import HyperNetwork
 from p2p_local.train.config import TrainConfig
 from p2p_local.train.data import (
     IGNORE_INDEX,
@@ -160,6 +161,21 @@ def _resume_key(config: TrainConfig) -> str:
     return json.dumps(fixed, sort_keys=True)
 
 
+def derangement(users: list[str], rows: list[int], seed: int) -> list[int]:
+    """``rows`` moved so that no position keeps a row of its own user (when there are two
+    users or more): positions grouped by user (users in a seeded order), shifted by the
+    largest group."""
+    names = sorted(set(users))
+    shuffled = np.random.default_rng([seed, 2]).permutation(len(names)).tolist()
+    place = {names[n]: pos for pos, n in enumerate(shuffled)}
+    order = sorted(range(len(users)), key=lambda i: (place[users[i]], i))
+    shift = max(users.count(u) for u in names)
+    out = [0] * len(users)
+    for pos, i in enumerate(order):
+        out[i] = rows[order[(pos + shift) % len(order)]]
+    return out
+
+
 class Trainer:
     """Trains ``config.run.mode``'s trainable on ``data`` through the frozen ``base``.
 
@@ -196,6 +212,9 @@ class Trainer:
         trainable = build_trainable(
             config, self.targets, data.embedding_dim, init, base_model_id=base.model_id
         )
+        if isinstance(trainable, HyperNetwork) and trainable.settings.whiten_input:
+            if not run.init_from:  # a started network keeps its own whitening
+                trainable.fit_whitening(torch.from_numpy(data.embeddings[self._train_rows()]))
         opt = config.optim
         optimizer = torch.optim.AdamW(
             trainable.parameters(),
@@ -228,6 +247,11 @@ class Trainer:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.global_batch = run.batch_size * self.world * run.grad_accum
         self.replica_digests: list[str] = []
+
+    def _train_rows(self) -> list[int]:
+        """The embedding rows of the training examples' profiles (per user and per query)."""
+        rows = {r for ex in self.train_examples for r in (ex.emb_user, ex.emb_query)}
+        return sorted(r for r in rows if r >= 0)
 
     def close(self) -> None:
         """Take the LoRA hooks off the base model (it is the plain base model again)."""
@@ -297,20 +321,24 @@ class Trainer:
         ]
 
     def _shuffled_rows(self, draws: list[Draw]) -> list[int]:
-        """Each example gets the embedding of another user's example (a fixed derangement).
+        """Each example gets the profile of another user of the same task.
 
-        Examples are grouped by user (users in a seeded order) and shifted by the largest
-        group, so no example keeps a profile of its own user when there are two users or more.
+        So the gap to the own-profile loss measures how much the user matters, not the task. A
+        task with a single held-out user takes a profile from the other tasks instead.
         """
+        seed = self.config.run.seed
         users = [self.val_examples[d.index].user_id for d in draws]
-        names = sorted(set(users))
-        rank = {u: i for i, u in enumerate(np.random.default_rng([self.config.run.seed, 2])
-                                            .permutation(len(names)).tolist())}
-        order = sorted(range(len(draws)), key=lambda i: (rank[names.index(users[i])], i))
-        shift = max(users.count(u) for u in names)
-        out = [0] * len(draws)
-        for pos, i in enumerate(order):
-            out[i] = draws[order[(pos + shift) % len(order)]].emb_row
+        rows = [d.emb_row for d in draws]
+        out = derangement(users, rows, seed)
+        by_task: dict[str, list[int]] = {}
+        for pos, d in enumerate(draws):
+            by_task.setdefault(self.val_examples[d.index].task, []).append(pos)
+        for positions in by_task.values():
+            if len({users[p] for p in positions}) < 2:
+                continue
+            mine = derangement([users[p] for p in positions], [rows[p] for p in positions], seed)
+            for p, row in zip(positions, mine, strict=True):
+                out[p] = row
         return out
 
     @torch.no_grad()

@@ -174,3 +174,18 @@ def test_weights_file_alone_is_a_checkpoint(saved: tuple[HyperNetwork, Path]) ->
     assert torch.equal(loaded.hypernet.eval()(e).b["q_proj"], net.eval()(e).b["q_proj"])
     with pytest.raises(CheckpointError, match="base model"):
         load_checkpoint(weights, base_model="base-b")
+
+
+def test_fitted_whitening_travels_with_the_checkpoint(tmp_path: Path) -> None:
+    settings = HyperNetSettings(**{**SMALL.to_dict(), "whiten_input": True})
+    net = HyperNetwork(settings, targets())
+    net.randomize_heads(seed=4)
+    net.fit_whitening(torch.randn(50, 16) + 3.0)
+    save_checkpoint(net, tmp_path / "w", base_model="base-a", embedding_model="emb-a")
+    loaded = load_checkpoint(tmp_path / "w", base_model="base-a", embedding_dim=16).hypernet
+    assert loaded.settings.whiten_input
+    assert torch.equal(loaded.input_whitener, net.input_whitener)
+    assert torch.equal(loaded.input_mean, net.input_mean)
+    e = torch.randn(2, 16)
+    net.eval()
+    assert torch.equal(net(e).b["q_proj"], loaded(e).b["q_proj"])

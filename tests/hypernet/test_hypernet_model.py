@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -113,3 +114,58 @@ def test_weight_regulariser() -> None:
     w = net(torch.randn(2, 16))
     expected = sum(v.pow(2).mean() for v in [*w.a.values(), *w.b.values()])
     torch.testing.assert_close(w.squared_mean(), expected)
+
+
+def _correlated(n: int, dim: int = 16, seed: int = 0) -> torch.Tensor:
+    """Embeddings that share one big direction, like profiles of one task do."""
+    gen = torch.Generator().manual_seed(seed)
+    common = torch.randn(dim, generator=gen)
+    return common + 0.02 * torch.randn(n, dim, generator=gen) @ torch.randn(dim, dim, generator=gen)
+
+
+def test_whitening_makes_training_embeddings_centred_and_uncorrelated() -> None:
+    net = HyperNetwork(dataclasses.replace(SMALL, whiten_input=True), tiny_targets())
+    x = _correlated(400)
+    net.fit_whitening(x, shrinkage=0.0)
+    z = (x - net.input_mean) @ net.input_whitener
+    assert z.mean(0).abs().max() < 1e-4
+    assert torch.allclose(torch.cov(z.T), torch.eye(16), atol=1e-3)
+    # shrinkage keeps low-variance directions below unit variance (no blown-up noise)
+    net.fit_whitening(x, shrinkage=0.1)
+    z = (x - net.input_mean) @ net.input_whitener
+    assert torch.linalg.eigvalsh(torch.cov(z.T)).max() < 1.0
+
+
+def test_whitened_path_starts_at_zero_and_learns() -> None:
+    x = _correlated(64)
+    plain = HyperNetwork(SMALL, tiny_targets())
+    plain.randomize_heads(seed=1)
+    net = HyperNetwork(dataclasses.replace(SMALL, whiten_input=True), tiny_targets())
+    missing = net.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["input_mean", "input_whitener",
+                               "whitened_encoder.bias", "whitened_encoder.weight"]
+    net.fit_whitening(x)
+    plain.eval()
+    net.eval()
+    # untrained, the whitened path adds nothing: the same network as without it
+    assert torch.equal(plain(x[:4]).b["q_proj"], net(x[:4]).b["q_proj"])
+    # but it gets a gradient, and its input spreads the users far more than the raw one
+    net(x[:4]).b["q_proj"].pow(2).sum().backward()
+    assert net.whitened_encoder.weight.grad is not None
+    assert net.whitened_encoder.weight.grad.abs().sum() > 0
+    raw_spread = (x - x.mean(0)).norm(dim=1).mean() / x.mean(0).norm()
+    z = (x - net.input_mean) @ net.input_whitener
+    assert raw_spread < 0.2 and z.norm(dim=1).mean() > 1.0
+
+
+def test_whitening_is_off_by_default_and_for_old_settings() -> None:
+    net = HyperNetwork(SMALL, tiny_targets())
+    assert "input_whitener" not in net.state_dict()
+    assert HyperNetSettings.from_dict({"embedding_dim": 16}).whiten_input is False
+    with pytest.raises(ConfigError, match="whiten_input"):
+        net.fit_whitening(torch.randn(10, 16))
+    with pytest.raises(ConfigError, match="true/false"):
+        HyperNetSettings(whiten_input=1)  # type: ignore[arg-type]
+    whitening = HyperNetwork(dataclasses.replace(SMALL, whiten_input=True), tiny_targets())
+    with pytest.raises(ConfigError, match="embeddings"):
+        whitening.fit_whitening(torch.randn(10, 7))

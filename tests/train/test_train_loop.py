@@ -171,3 +171,50 @@ def test_length_sorted_pieces_give_the_same_gradient(tmp_path, tiny_base_dir) ->
         trainer.close()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_whitening_is_fitted_on_training_profiles_only(tmp_path, tiny_base, tiny_base_dir) -> None:
+    from p2p_local.hypernet.checkpoint import load_checkpoint
+
+    data = make_data()
+    data_dir = data.save(tmp_path / "data")
+    cfg = tiny_config(tmp_path / "run", data_dir, tiny_base_dir, max_steps=2)
+    cfg = replace(cfg, hypernet={**cfg.hypernet, "whiten_input": True})
+    trainer = Trainer(cfg, data, tiny_base)
+    train_rows = sorted({r for ex in data.examples if ex.split == "train"
+                         for r in (ex.emb_user, ex.emb_query)})
+    expected = torch.from_numpy(data.embeddings[train_rows]).mean(0)
+    assert torch.allclose(trainer.trainable.input_mean, expected, atol=1e-6)
+    assert not torch.allclose(trainer.trainable.input_mean,
+                              torch.from_numpy(data.embeddings).mean(0), atol=1e-4)
+    result = trainer.fit()
+    trainer.close()
+    ckpt = load_checkpoint(result.result_path, embedding_model="random-test@000000000000")
+    assert torch.equal(ckpt.hypernet.input_whitener, trainer.trainable.input_whitener)
+
+
+def test_derangement_never_keeps_a_users_own_row() -> None:
+    from p2p_local.train.trainer import derangement
+
+    users = ["a", "a", "a", "b", "c", "c"]
+    rows = [10, 11, 12, 20, 30, 31]
+    owner = dict(zip(rows, users, strict=True))
+    for seed in range(5):
+        out = derangement(users, rows, seed)
+        assert sorted(out) == sorted(rows)
+        assert all(owner[r] != u for r, u in zip(out, users, strict=True))
+
+
+def test_shuffled_profiles_come_from_another_user_of_the_same_task(
+        tmp_path, tiny_base, tiny_base_dir) -> None:
+    data = make_data(n_users=3, per_user=1, n_val_users=6)  # 2 held-out users in each task
+    trainer = _trainer(tmp_path, data, tiny_base, tiny_base_dir)
+    draws = trainer._val_draws()
+    owner = {}
+    for ex in data.examples:
+        owner[ex.emb_user] = owner[ex.emb_query] = (ex.task, ex.user_id)
+    shuffled = trainer._shuffled_rows(draws)
+    trainer.close()
+    for d, row in zip(draws, shuffled, strict=True):
+        ex = trainer.val_examples[d.index]
+        assert owner[row][0] == ex.task and owner[row][1] != ex.user_id

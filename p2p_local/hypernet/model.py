@@ -2,13 +2,13 @@
 
 Owns :class:`HyperNetSettings` (sizes), :class:`HyperNetwork` (the torch module) and
 :class:`LoraWeights` (its output). For every target (module m, layer l) the input row is
-``[TaskEncoder(e) | LN(E_mod[m]) | LN(E_dep[l])]``. Profiles of one task share most of their
-embedding (the user's part is a few percent of it), so the TaskEncoder can also read a fixed
-whitening ``w(e)`` fitted on the training profiles, through its own zero-initialised linear
-map: ``LN(Linear(e) + Linear0(w(e)))``. All rows of all users go through one trunk (mixer,
-pre-LN residual MLP blocks, output MLP) as a single batch, then one linear head per module type
-emits ``A`` (r x in) and ``B`` (out x r). Heads start with zero weights and a PEFT-style bias
-(A kaiming-uniform, B zero), so an untrained network yields a zero update.
+``[TaskEncoder(w(e)) | LN(E_mod[m]) | LN(E_dep[l])]``, where ``w`` is an optional fixed
+whitening fitted on the training profiles: profiles of one task share most of their embedding
+(the user's part is a few percent of it), and whitening gives every direction the same
+variance, so the user's part weighs as much as the task's. All rows of all users go through
+one trunk (mixer, pre-LN residual MLP blocks, output MLP) as a single batch, then one linear
+head per module type emits ``A`` (r x in) and ``B`` (out x r). Heads start with zero weights
+and a PEFT-style bias (A kaiming-uniform, B zero), so an untrained network yields a zero update.
 Does not own checkpoint files (checkpoint.py) or applying the weights (inject.py, adapter.py).
 """
 
@@ -39,7 +39,7 @@ class HyperNetSettings:
     n_blocks: int = 2  # pre-LayerNorm residual MLP blocks
     head_in: int = 384  # width entering the per-module output heads
     dropout: float = 0.05
-    whiten_input: bool = False  # also read the embedding whitened (training-profile statistics)
+    whiten_input: bool = False  # whiten the embedding (statistics of the training profiles)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -128,15 +128,12 @@ class HyperNetwork(nn.Module):
         self.targets = targets
         s, r = settings, targets.rank
         d = s.row_dim
+        if s.whiten_input:  # identity until fit_whitening; saved with the weights
+            self.register_buffer("input_mean", torch.zeros(s.embedding_dim))
+            self.register_buffer("input_whitener", torch.eye(s.embedding_dim))
         self.task_encoder = nn.Sequential(
             nn.Linear(s.embedding_dim, s.task_dim), nn.LayerNorm(s.task_dim)
         )
-        if s.whiten_input:  # whitening: identity until fit_whitening; saved with the weights
-            self.register_buffer("input_mean", torch.zeros(s.embedding_dim))
-            self.register_buffer("input_whitener", torch.eye(s.embedding_dim))
-            self.whitened_encoder = nn.Linear(s.embedding_dim, s.task_dim)
-            nn.init.zeros_(self.whitened_encoder.weight)  # starts as the plain network
-            nn.init.zeros_(self.whitened_encoder.bias)
         self.module_emb = nn.Embedding(len(targets.modules), s.module_dim)
         self.module_norm = nn.LayerNorm(s.module_dim)
         self.depth_emb = nn.Embedding(targets.n_layers, s.depth_dim)
@@ -231,11 +228,9 @@ class HyperNetwork(nn.Module):
             len(self.targets.modules),
             self.targets.n_layers,
         )
-        task = self.task_encoder[0](embedding)
         if self.settings.whiten_input:
-            whitened = (embedding - self.input_mean) @ self.input_whitener
-            task = task + self.whitened_encoder(whitened)
-        task = self.task_encoder[1](task)  # [B, t]
+            embedding = (embedding - self.input_mean) @ self.input_whitener
+        task = self.task_encoder(embedding)  # [B, t]
         mod = self.module_norm(self.module_emb.weight)  # [M, dm]
         dep = self.depth_norm(self.depth_emb.weight)  # [L, dd]
         rows = torch.cat(

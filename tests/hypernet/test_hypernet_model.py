@@ -136,26 +136,21 @@ def test_whitening_makes_training_embeddings_centred_and_uncorrelated() -> None:
     assert torch.linalg.eigvalsh(torch.cov(z.T)).max() < 1.0
 
 
-def test_whitened_path_starts_at_zero_and_learns() -> None:
-    x = _correlated(64)
-    plain = HyperNetwork(SMALL, tiny_targets())
-    plain.randomize_heads(seed=1)
-    net = HyperNetwork(dataclasses.replace(SMALL, whiten_input=True), tiny_targets())
-    missing = net.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["input_mean", "input_whitener",
-                               "whitened_encoder.bias", "whitened_encoder.weight"]
-    net.fit_whitening(x)
-    plain.eval()
-    net.eval()
-    # untrained, the whitened path adds nothing: the same network as without it
-    assert torch.equal(plain(x[:4]).b["q_proj"], net(x[:4]).b["q_proj"])
-    # but it gets a gradient, and its input spreads the users far more than the raw one
-    net(x[:4]).b["q_proj"].pow(2).sum().backward()
-    assert net.whitened_encoder.weight.grad is not None
-    assert net.whitened_encoder.weight.grad.abs().sum() > 0
-    raw_spread = (x - x.mean(0)).norm(dim=1).mean() / x.mean(0).norm()
-    z = (x - net.input_mean) @ net.input_whitener
-    assert raw_spread < 0.2 and z.norm(dim=1).mean() > 1.0
+def test_whitening_lets_small_user_differences_reach_the_trunk() -> None:
+    x = _correlated(200)
+    spread = []
+    for whiten in (False, True):
+        torch.manual_seed(0)
+        net = HyperNetwork(dataclasses.replace(SMALL, whiten_input=whiten), tiny_targets())
+        if whiten:
+            net.fit_whitening(x)
+        net.randomize_heads(seed=1)
+        net.eval()
+        b = net(x).b["q_proj"].flatten(1)  # [users, everything]
+        spread.append(((b - b.mean(0)).norm(dim=1).mean() / b.mean(0).norm()).item())
+    # the users' LoRAs differ far more from each other once the shared part is whitened away
+    print("relative spread of the LoRAs, raw / whitened:", spread)
+    assert spread[1] > 3 * spread[0], spread
 
 
 def test_whitening_is_off_by_default_and_for_old_settings() -> None:

@@ -40,6 +40,7 @@ class HyperNetSettings:
     head_in: int = 384  # width entering the per-module output heads
     dropout: float = 0.05
     whiten_input: bool = False  # whiten the embedding (statistics of the training profiles)
+    whiten_shrinkage: float = WHITENING_SHRINKAGE  # eigenvalue floor, as a share of their mean
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -47,6 +48,10 @@ class HyperNetSettings:
             if f.name == "whiten_input":
                 if not isinstance(value, bool):
                     raise ConfigError(f"HyperNetSettings.whiten_input={value!r} must be true/false")
+            elif f.name == "whiten_shrinkage":
+                if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                        and value > 0.0):
+                    raise ConfigError(f"HyperNetSettings.whiten_shrinkage={value!r} must be > 0")
             elif f.name == "dropout":
                 if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                     raise ConfigError(f"HyperNetSettings.dropout={value!r} must be in [0, 1)")
@@ -189,12 +194,15 @@ class HyperNetwork(nn.Module):
             head.bias[n_a:] = torch.randn(head.bias.shape[0] - n_a, generator=gen) * b_bias_std
 
     @torch.no_grad()
-    def fit_whitening(self, embeddings: Tensor, shrinkage: float = WHITENING_SHRINKAGE) -> None:
+    def fit_whitening(self, embeddings: Tensor, shrinkage: float | None = None) -> None:
         """Fit the input whitening (ZCA) on training profile embeddings [N, D].
 
         Eigenvalues are shrunk towards their mean (``lambda + shrinkage * mean(lambda)``) so
-        directions the training profiles never vary in are not blown up into noise.
+        directions the training profiles never vary in are not blown up into noise;
+        ``shrinkage`` defaults to the settings' ``whiten_shrinkage``.
         """
+        if shrinkage is None:
+            shrinkage = self.settings.whiten_shrinkage
         if not self.settings.whiten_input:
             raise ConfigError("this hypernetwork was built with whiten_input = false")
         x = embeddings.detach().to(torch.float64)

@@ -164,3 +164,19 @@ def test_whitening_is_off_by_default_and_for_old_settings() -> None:
     whitening = HyperNetwork(dataclasses.replace(SMALL, whiten_input=True), tiny_targets())
     with pytest.raises(ConfigError, match="embeddings"):
         whitening.fit_whitening(torch.randn(10, 7))
+
+
+def test_whitening_shrinkage_comes_from_the_settings() -> None:
+    x = _correlated(300)
+    whitened_variance = []
+    for shrinkage in (0.1, 1.0):
+        settings = dataclasses.replace(SMALL, whiten_input=True, whiten_shrinkage=shrinkage)
+        net = HyperNetwork(settings, tiny_targets())
+        net.fit_whitening(x)
+        z = (x - net.input_mean) @ net.input_whitener
+        whitened_variance.append(torch.cov(z.T).trace().item())
+    # more shrinkage scales the low-variance directions up less
+    assert whitened_variance[1] < 0.8 * whitened_variance[0], whitened_variance
+    assert HyperNetSettings.from_dict({"embedding_dim": 16}).whiten_shrinkage == 0.1
+    with pytest.raises(ConfigError, match="whiten_shrinkage"):
+        HyperNetSettings(whiten_shrinkage=0.0)

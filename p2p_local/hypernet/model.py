@@ -201,10 +201,10 @@ class HyperNetwork(nn.Module):
         directions the training profiles never vary in are not blown up into noise;
         ``shrinkage`` defaults to the settings' ``whiten_shrinkage``.
         """
-        if shrinkage is None:
-            shrinkage = self.settings.whiten_shrinkage
         if not self.settings.whiten_input:
             raise ConfigError("this hypernetwork was built with whiten_input = false")
+        if shrinkage is None:
+            shrinkage = self.settings.whiten_shrinkage
         x = embeddings.detach().to(torch.float64)
         if x.dim() != 2 or x.shape[1] != self.settings.embedding_dim or x.shape[0] < 2:
             raise ConfigError(

@@ -1,15 +1,19 @@
 """Does the profile embedding carry the user's rating habit? A linear probe on MovieLens.
 
     .venv/bin/python benchmarks/bench_profile_probe.py [--alpha 1.0] [--queries 3]
+    .venv/bin/python benchmarks/bench_profile_probe.py --split-file <prepared>/splits/movielens.json
 
-For every MovieLens user of the random split (seed 0) the per-user profile is embedded twice
+For every MovieLens user of the random split (seed 0), or of a saved split (``--split-file``,
+e.g. the OOD split a training data folder keeps), the per-user profile is embedded twice
 with the default embedder: as built (the statistics open with the rating habit in words) and
 with the habit sentence left out (the numbers only). A ridge regression fitted on the training
 users' embeddings predicts the ratings of their held-out queries; it is scored on the
-validation + test users' queries (MAE of the rounded, clipped prediction) against the best
-constant answer and against rounding the user's own mean rating. If the embedding cannot
-tell users apart, no hypernetwork reading it can. Writes
-``benchmarks/results/profile_probe.json``.
+held-out users' queries (random: validation + test users; a saved split: its test users; MAE
+of the rounded, clipped prediction) against the best constant answer and against rounding the
+user's own mean rating. If the embedding cannot
+tell users apart, no hypernetwork reading it can; if the user's own mean rating does not beat
+the constant, a profile of the user's habit alone cannot either. Writes
+``benchmarks/results/profile_probe.json`` (``profile_probe_<kind>.json`` for a saved split).
 """
 
 from __future__ import annotations
@@ -30,20 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alpha", type=float, default=1.0, help="ridge regularisation")
     ap.add_argument("--queries", type=int, default=3, help="held-out queries per user")
-    ap.add_argument("--out", type=Path, default=RESULTS / "profile_probe.json")
+    ap.add_argument("--split-file", type=Path, default=None,
+                    help="a saved split (a training data folder's splits/movielens.json)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
     from sklearn.linear_model import Ridge
 
     from p2p_local.datasets import load_task
     from p2p_local.embedding import load_embedder
-    from p2p_local.eval.splits import SplitSettings, random_split
+    from p2p_local.eval.splits import Split, SplitSettings, random_split
     from p2p_local.profile.builder import build_profile
     from p2p_local.profile.statistics import compute_statistics
 
     t0 = time.perf_counter()
     dataset = load_task("movielens", max_queries=args.queries)
-    split = random_split(dataset.user_ids(), SplitSettings(seed=0))
+    if args.split_file is None:
+        split = random_split(dataset.user_ids(), SplitSettings(seed=0))
+        held_out = list(split.val) + list(split.test)
+        described = "random (seed 0): fitted on train users, scored on val + test users"
+        out = args.out or RESULTS / "profile_probe.json"
+    else:
+        split = Split.from_dict(json.loads(args.split_file.read_text()))
+        held_out = list(split.test)
+        described = (f"{split.kind} (seed {split.seed}, {args.split_file.name}): fitted on "
+                     "train users, scored on test users")
+        out = args.out or RESULTS / f"profile_probe_{split.kind}.json"
     embedder = load_embedder("embedding")
     task = dataset.spec.description
 
@@ -66,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     def rounded(x: np.ndarray) -> np.ndarray:
         return np.clip(np.round(x), 1, 5)
 
-    held_out = list(split.val) + list(split.test)
     results: dict[str, float] = {}
     for habit in (True, False):
         x_train, y_train, _ = features(list(split.train), habit)
@@ -82,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "task": "movielens",
-        "split": "random (seed 0): fitted on train users, scored on val + test users",
+        "split": described,
         "n_train_queries": int(len(y_train)),
         "n_eval_queries": int(len(y_eval)),
         "embedding_model": embedder.model_id,
@@ -91,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

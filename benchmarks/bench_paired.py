@@ -1,0 +1,78 @@
+"""Is a quality difference real? Per-user paired comparison of methods from one quality run.
+
+    .venv/bin/python benchmarks/bench_paired.py \\
+        benchmarks/results/all_test_users/quality_movielens_random.json \\
+        [--pairs p2p:p2p-shuffled,p2p:base] [--resamples 10000] [--seed 0]
+
+For each pair ``A:B`` it reads both methods' cached answers (``<cache>/eval/<task>-<split>/
+predictions/<method>-<fingerprint>.jsonl``, the fingerprints the results file records), scores
+each user's queries alone with the task's main metric (``p2p_local.eval.paired``: MAE for
+ratings, ROUGE-1 for generation, accuracy for classification), and reports the mean over users
+of A's score minus B's with a 95% bootstrap interval over users (seeded), and for how many
+users A is better, worse or equal.
+Queries count only where both methods answered. Writes ``paired_<task>_<split>.json`` next to
+the results file (or to ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PAIRS = "p2p:p2p-shuffled,p2p:p2p-random,p2p:base,p2p:mt-lora,p2p-per-query:p2p"
+
+
+def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[str, Any]]:
+    path = folder / "predictions" / f"{method}-{fingerprint}.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"no cached answers at {path}: rerun the bench_quality.py command the "
+                         "results file records on this machine")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["query_id"]: r for r in rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, help="a quality_<task>_<split>.json")
+    ap.add_argument("--pairs", default=DEFAULT_PAIRS,
+                    help="comma-separated A:B pairs (pairs naming a method the run lacks are "
+                    "skipped)")
+    ap.add_argument("--resamples", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    from p2p_local.eval.paired import paired_by_user
+    from p2p_local.paths import cache_dir
+
+    data = json.loads(args.results.read_text())
+    task, split, kind = data["task"], data["split"], data["kind"]
+    folder = cache_dir() / "eval" / f"{task}-{split}"
+    user_ids = set(data["meta"]["user_ids"])
+    fingerprints = {name: m["fingerprint"] for name, m in data["methods"].items()}
+    comparisons: dict[str, Any] = {}
+    for pair in args.pairs.split(","):
+        a_name, _, b_name = pair.strip().partition(":")
+        if a_name not in fingerprints or b_name not in fingerprints:
+            continue
+        a, b = (
+            {q: r for q, r in load_answers(folder, name, fingerprints[name]).items()
+             if r["user_id"] in user_ids}
+            for name in (a_name, b_name)
+        )
+        result = paired_by_user(kind, a, b, resamples=args.resamples, seed=args.seed)
+        comparisons[f"{a_name} - {b_name}"] = result.to_dict()
+    report = {"task": task, "split": split, "results_file": args.results.name,
+              "checkpoint": data["meta"].get("checkpoint", {}).get("id"),
+              "resamples": args.resamples, "seed": args.seed, "comparisons": comparisons}
+    out = args.out or args.results.parent / f"paired_{task}_{split}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Paired per-user comparison of two methods' answers: is a quality difference real?
+
+Owns :func:`paired_by_user`: both methods' answers to the same queries, scored per user with the
+task's main metric (:data:`MAIN_METRIC`), the mean per-user difference and its bootstrap
+interval over users. Does not own producing or caching the answers (harness.py) or the metrics
+themselves (metrics.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from p2p_local.errors import EvaluationError
+from p2p_local.eval.metrics import accuracy, score
+
+# task kind -> (main metric, higher is better)
+MAIN_METRIC: dict[str, tuple[str, bool]] = {
+    "rating": ("mae", False), "generation": ("rouge1", True), "classification": ("accuracy", True),
+}
+
+Answer = Mapping[str, Any]  # an answer-cache record: query_id, user_id, prediction, gold
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """A minus B over users. ``ci95``: 2.5 and 97.5 percentiles of the bootstrap means."""
+
+    metric: str
+    higher_is_better: bool
+    users: int
+    queries: int
+    mean_difference: float
+    ci95: tuple[float, float]
+    users_a_better: int
+    users_a_worse: int
+    users_equal: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def user_score(kind: str, answers: list[Answer]) -> float:
+    """One user's main metric over their answers (an unparsable answer is scored as by
+    :func:`p2p_local.eval.metrics.score`)."""
+    preds = [a["prediction"] for a in answers]
+    golds = [str(a["gold"]) for a in answers]
+    if kind == "classification":  # macro F1 needs the label set; accuracy does not
+        return accuracy(preds, golds)
+    return float(score(kind, preds, golds).metrics[MAIN_METRIC[kind][0]])
+
+
+def paired_by_user(kind: str, a: Mapping[str, Answer], b: Mapping[str, Answer], *,
+                   resamples: int = 10000, seed: int = 0) -> PairedResult:
+    """Compare methods A and B (answers keyed by query id) on the queries both answered."""
+    if kind not in MAIN_METRIC:
+        raise EvaluationError(f"task kind must be one of {', '.join(MAIN_METRIC)}, got {kind!r}")
+    by_user: dict[str, tuple[list[Answer], list[Answer]]] = defaultdict(lambda: ([], []))
+    for qid, row in a.items():
+        if qid in b:
+            by_user[str(row["user_id"])][0].append(row)
+            by_user[str(row["user_id"])][1].append(b[qid])
+    if len(by_user) < 2:
+        raise EvaluationError("fewer than 2 users answered by both methods: nothing to compare")
+    users = sorted(by_user)
+    diff = np.array([user_score(kind, by_user[u][0]) - user_score(kind, by_user[u][1])
+                     for u in users])
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    metric, higher_better = MAIN_METRIC[kind]
+    ahead = diff > 0 if higher_better else diff < 0
+    behind = diff < 0 if higher_better else diff > 0
+    return PairedResult(
+        metric=metric, higher_is_better=higher_better, users=len(users),
+        queries=sum(len(by_user[u][0]) for u in users),
+        mean_difference=float(diff.mean()), ci95=(float(low), float(high)),
+        users_a_better=int(ahead.sum()), users_a_worse=int(behind.sum()),
+        users_equal=int(len(users) - ahead.sum() - behind.sum()),
+    )

@@ -1,0 +1,59 @@
+"""Paired per-user comparison (p2p_local.eval.paired) on hand-computed answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2p_local.errors import EvaluationError
+from p2p_local.eval.paired import paired_by_user
+
+
+def _answers(rows: list[tuple[str, str, str | None, str]]) -> dict[str, dict[str, object]]:
+    return {q: {"query_id": q, "user_id": u, "prediction": p, "gold": g} for q, u, p, g in rows}
+
+
+def test_rating_difference_is_per_user_mae_and_lower_is_better() -> None:
+    # user x: A errs 0 and 2 (MAE 1), B errs 1 and 1 (MAE 1): equal
+    # user y: A errs 0 (MAE 0), B errs 2 (MAE 2): A better by 2
+    # user z: A errs 1 (MAE 1), B errs 0 (MAE 0): A worse by 1
+    a = _answers([("q1", "x", "4", "4"), ("q2", "x", "1", "3"), ("q3", "y", "5", "5"),
+                  ("q4", "z", "3", "4")])
+    b = _answers([("q1", "x", "3", "4"), ("q2", "x", "4", "3"), ("q3", "y", "3", "5"),
+                  ("q4", "z", "4", "4"), ("q9", "z", "4", "4")])  # q9: only B answered it
+    result = paired_by_user("rating", a, b, resamples=2000, seed=1)
+    assert result.metric == "mae" and not result.higher_is_better
+    assert (result.users, result.queries) == (3, 4)
+    assert result.mean_difference == pytest.approx((0.0 - 2.0 + 1.0) / 3)
+    assert (result.users_a_better, result.users_a_worse, result.users_equal) == (1, 1, 1)
+    low, high = result.ci95
+    assert -2.0 <= low <= result.mean_difference <= high <= 1.0
+
+
+def test_unparsable_rating_scores_as_the_farthest_label() -> None:
+    a = _answers([("q1", "x", None, "5"), ("q2", "y", "5", "5")])
+    b = _answers([("q1", "x", "5", "5"), ("q2", "y", "5", "5")])
+    result = paired_by_user("rating", a, b, resamples=100)
+    assert result.mean_difference == pytest.approx(4.0 / 2)  # x: MAE 4 (answer "1") vs 0
+
+
+def test_generation_uses_rouge1_and_higher_is_better() -> None:
+    a = _answers([("q1", "x", "the cat sat", "the cat sat"), ("q2", "y", "a dog", "the cat")])
+    b = _answers([("q1", "x", "a dog", "the cat sat"), ("q2", "y", "the cat", "the cat")])
+    result = paired_by_user("generation", a, b, resamples=100)
+    assert result.metric == "rouge1" and result.higher_is_better
+    assert result.mean_difference == pytest.approx((1.0 - 1.0) / 2)
+    assert (result.users_a_better, result.users_a_worse) == (1, 1)
+
+
+def test_identical_methods_have_a_zero_interval() -> None:
+    a = _answers([("q1", "x", "4", "4"), ("q2", "y", "2", "5")])
+    result = paired_by_user("rating", a, dict(a), resamples=100)
+    assert result.ci95 == (0.0, 0.0) and result.users_equal == 2
+
+
+def test_needs_two_shared_users_and_a_known_kind() -> None:
+    a = _answers([("q1", "x", "4", "4")])
+    with pytest.raises(EvaluationError, match="fewer than 2 users"):
+        paired_by_user("rating", a, a)
+    with pytest.raises(EvaluationError, match="task kind"):
+        paired_by_user("ranking", a, a)

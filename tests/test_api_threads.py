@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from personas import create_users, random_checkpoint
 
 from p2p_local.errors import InputError
 
@@ -37,41 +38,19 @@ def _msg(prompt: str) -> list[dict[str, str]]:
 def shared(tmp_path_factory, base_gguf):
     """One engine; alice and bob on it, with adapters built (their summaries written by the
     engine's base model)."""
-    import torch
-
-    from p2p_local.api import Personalizer
     from p2p_local.engine import Engine
-    from p2p_local.hypernet.checkpoint import save_checkpoint
-    from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
-    from p2p_local.hypernet.targets import TargetSpec
-    from p2p_local.profile.summarize import SummarySettings
-    from p2p_local.registry import load_registry
-    from p2p_local.store._crypto import KdfParams
-    from p2p_local.store.records import HistoryItem
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("P2P_LOCAL_HOME", str(tmp_path_factory.mktemp("threads-home")))
         engine = Engine("llamacpp", n_ctx=512)
         engine.load()
-        registry = load_registry(user=False)
-        base = registry.get("base")
-        torch.manual_seed(1)
-        net = HyperNetwork(HyperNetSettings(), TargetSpec.from_gguf(registry.path("base")))
-        net.randomize_heads(seed=1, weight_std=0.01)
-        checkpoint = tmp_path_factory.mktemp("threads-hypernet")
-        save_checkpoint(net, checkpoint, base_model=f"{base.name}@{base.sha256[:12]}",
-                        embedding_model=engine.embedder().model_id)
-        kdf = KdfParams(memory_kib=64, iterations=1, lanes=1)
-        users = {}
-        for name, texts in HISTORIES.items():
-            person = Personalizer.create(name, PASSPHRASE, kdf=kdf, engine=engine)
-            person.add_items(HistoryItem(text=t, kind="text") for t in texts)
-            person.configure_profile(summary_settings=SummarySettings(max_tokens=16))
-            person.configure_adapter(checkpoint=checkpoint)
+        checkpoint = random_checkpoint(tmp_path_factory.mktemp("threads-hypernet"),
+                                       engine.embedder().model_id, seed=1)
+        users = create_users(engine, HISTORIES, PASSPHRASE, checkpoint)
+        for person in users.values():
             replies = engine.replies
             assert person.personal_adapter() is not None
             assert engine.replies == replies + 1  # the summary, on the shared model
-            users[name] = person
         try:
             yield engine, users
         finally:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
+from personas import cheap_kdf, create_users, random_checkpoint
 
 pytestmark = pytest.mark.real_model
 
@@ -26,35 +26,12 @@ PROMPTS = ["What should I do this weekend?", "Recommend a gift for me.", "Descri
 SHORT = 10  # tokens per reply: enough for adapters to make replies differ, cheap on a CPU
 
 
-def random_checkpoint(directory: Path, embedding_model: str) -> Path:
-    """A hypernetwork for the default base model with random, non-zero heads, so each user's
-    adapter is real and depends on their profile."""
-    import torch
-
-    from p2p_local.hypernet.checkpoint import save_checkpoint
-    from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
-    from p2p_local.hypernet.targets import TargetSpec
-    from p2p_local.registry import load_registry
-
-    registry = load_registry(user=False)
-    base = registry.get("base")
-    torch.manual_seed(0)
-    net = HyperNetwork(HyperNetSettings(), TargetSpec.from_gguf(registry.path("base")))
-    net.randomize_heads(seed=0, weight_std=0.01)
-    save_checkpoint(net, directory, base_model=f"{base.name}@{base.sha256[:12]}",
-                    embedding_model=embedding_model)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, base_gguf):
     """alice and bob unlocked (with adapters), carol locked; the server on a free port."""
     from p2p_local.api import Personalizer
     from p2p_local.engine import Engine
-    from p2p_local.profile.summarize import SummarySettings
     from p2p_local.server import ServerSettings, create_app, start_server
-    from p2p_local.store._crypto import KdfParams
-    from p2p_local.store.records import HistoryItem
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("P2P_LOCAL_HOME", str(tmp_path_factory.mktemp("server-home")))
@@ -63,15 +40,8 @@ def served(tmp_path_factory, base_gguf):
         engine.load()
         checkpoint = random_checkpoint(tmp_path_factory.mktemp("hypernet"),
                                        engine.embedder().model_id)
-        kdf = KdfParams(memory_kib=64, iterations=1, lanes=1)
-        users = {}
-        for name, texts in HISTORIES.items():
-            person = Personalizer.create(name, PASSPHRASE, kdf=kdf, engine=engine)
-            person.add_items(HistoryItem(text=t, kind="text") for t in texts)
-            person.configure_profile(summary_settings=SummarySettings(max_tokens=16))
-            person.configure_adapter(checkpoint=checkpoint)
-            users[name] = person
-        Personalizer.create("carol", PASSPHRASE, kdf=kdf).close()  # exists, stays locked
+        users = create_users(engine, HISTORIES, PASSPHRASE, checkpoint)
+        Personalizer.create("carol", PASSPHRASE, kdf=cheap_kdf()).close()  # stays locked
         settings = ServerSettings(host="127.0.0.1", port=0, max_body_bytes=64_000,
                                   max_tokens_limit=64)
         server = start_server(create_app(engine, users, TOKEN, settings), settings)

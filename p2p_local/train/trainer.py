@@ -94,6 +94,8 @@ class LmLoss:
     loss: Tensor  # the objective (label-smoothed CE, mean over target tokens)
     nll_sum: Tensor  # plain CE summed over target tokens (detached)
     n_tokens: int
+    nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens (detached)
+    tokens_rows: Tensor  # [batch] target tokens per row
 
 
 def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
@@ -112,8 +114,11 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
     if target.numel() == 0:
         raise TrainingError("a batch has no target tokens: raise run.max_seq_len")
     loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-    nll = F.cross_entropy(logits.detach(), target, reduction="sum")
-    return LmLoss(loss, nll, int(target.numel()))
+    token_nll = F.cross_entropy(logits.detach(), target, reduction="none")
+    row_of_token = mask.nonzero(as_tuple=True)[0]
+    nll_rows = torch.zeros(mask.shape[0], dtype=token_nll.dtype, device=token_nll.device)
+    nll_rows.index_add_(0, row_of_token, token_nll)
+    return LmLoss(loss, token_nll.sum(), int(target.numel()), nll_rows, mask.sum(dim=1))
 
 
 class _Schedule:
@@ -343,7 +348,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Plain CE per target token on the held-out examples (and with shuffled profiles)."""
+        """Plain CE per target token on the held-out examples (and with shuffled profiles),
+        overall and per task (``val_ce/<task>``, ``val_ce_shuffled/<task>``,
+        ``val_tokens/<task>``): the tasks' token counts differ by orders of magnitude (a rating
+        is one token), so the overall figure is mostly the generation tasks."""
         draws = self._val_draws()
         if not draws:
             return {}
@@ -351,26 +359,37 @@ class Trainer:
         model = self.trainable
         was_training = model.training
         model.eval()
+        tasks = sorted({self.val_examples[d.index].task for d in draws})
+        task_of = [tasks.index(self.val_examples[d.index].task) for d in draws]
         bs = self.config.run.batch_size
-        sums = torch.zeros(3, dtype=torch.float64, device=self.acc.device)
+        # per task: own-profile NLL, target tokens, shuffled-profile NLL
+        sums = torch.zeros(len(tasks), 3, dtype=torch.float64, device=self.acc.device)
         mine = list(range(self.rank, len(draws), self.world))
         for start in range(0, len(mine), bs):
             idx = mine[start : start + bs]
             batch = self._batch([draws[i] for i in idx], "val")
+            rows_task = torch.as_tensor([task_of[i] for i in idx], device=sums.device)
             try:
                 lm, _ = self._forward(model, batch, 0.0)
-                sums[0] += lm.nll_sum.double()
-                sums[1] += lm.n_tokens
+                sums[:, 0].index_add_(0, rows_task, lm.nll_rows.double())
+                sums[:, 1].index_add_(0, rows_task, lm.tokens_rows.double())
                 if shuffled is not None:
                     lm_s, _ = self._forward(model, batch, 0.0, [shuffled[i] for i in idx])
-                    sums[2] += lm_s.nll_sum.double()
+                    sums[:, 2].index_add_(0, rows_task, lm_s.nll_rows.double())
             finally:
                 self.injector.clear()
         model.train(was_training)
         sums = self.acc.reduce(sums, reduction="sum")
-        out = {"val_ce": float(sums[0] / sums[1]), "val_tokens": int(sums[1])}
+        total = sums.sum(dim=0)
+        out = {"val_ce": float(total[0] / total[1]), "val_tokens": int(total[1])}
         if shuffled is not None:
-            out["val_ce_shuffled"] = float(sums[2] / sums[1])
+            out["val_ce_shuffled"] = float(total[2] / total[1])
+        if len(tasks) > 1:
+            for t, task in enumerate(tasks):
+                out[f"val_ce/{task}"] = float(sums[t, 0] / sums[t, 1])
+                out[f"val_tokens/{task}"] = int(sums[t, 1])
+                if shuffled is not None:
+                    out[f"val_ce_shuffled/{task}"] = float(sums[t, 2] / sums[t, 1])
         return out
 
     # --- checkpoints -------------------------------------------------------------------
@@ -651,6 +670,13 @@ class Trainer:
             shuf = val.get("val_ce_shuffled")
             extra = f", shuffled profiles {shuf:.4f}" if shuf is not None else ""
             self.say(f"step {step} held-out CE {val['val_ce']:.4f}{extra}")
+            per_task = [(k.partition("/")[2], v) for k, v in val.items()
+                        if k.startswith("val_ce/")]
+            if per_task:
+                self.say("  by task (own / shuffled): " + ", ".join(
+                    f"{task} {ce:.3f}" + (f" / {val[f'val_ce_shuffled/{task}']:.3f}"
+                                          if f"val_ce_shuffled/{task}" in val else "")
+                    for task, ce in per_task))
         return val
 
     def _progress(self, start: int) -> _Progress | None:
@@ -758,6 +784,7 @@ class Trainer:
             "initial_val_ce": first_val.get("val_ce"),
             "final_val_ce": last_val.get("val_ce"),
             "final_val_ce_shuffled": last_val.get("val_ce_shuffled"),
+            "final_val_by_task": {k: v for k, v in last_val.items() if "/" in k},
             "val_examples_scored": len(self._val_draws()),
             "base_model": self.base.model_id,
             "embedding_model": self.data.meta.get("embedding_model"),

@@ -95,6 +95,9 @@ def test_outputs_of_a_p2p_run(tmp_path, tiny_base, tiny_base_dir) -> None:
     meta = json.loads((out / "training.json").read_text())
     assert meta["steps"] == 4 and meta["completed"] and meta["global_batch"] == 4
     assert meta["final_val_ce"] == result.final_val_ce and meta["initial_val_ce"] is not None
+    last_val = [r for r in rows if "val_ce" in r][-1]
+    assert meta["final_val_by_task"] == {k: v for k, v in last_val.items() if "/" in k}
+    assert set(meta["final_val_by_task"]) >= {"val_ce/rate", "val_ce/reply"}
     assert meta["data"]["tasks"]["rate"]["sources"] == ["test"]
     assert meta["embedding_model"] == "random-test@000000000000"
     ckpt = load_checkpoint(result.result_path, embedding_model="random-test@000000000000")
@@ -218,3 +221,17 @@ def test_shuffled_profiles_come_from_another_user_of_the_same_task(
     for d, row in zip(draws, shuffled, strict=True):
         ex = trainer.val_examples[d.index]
         assert owner[row][0] == ex.task and owner[row][1] != ex.user_id
+
+
+def test_held_out_loss_is_also_reported_per_task(tmp_path, tiny_base, tiny_base_dir) -> None:
+    """The overall held-out CE is the token-weighted mean of the per-task figures."""
+    trainer = _trainer(tmp_path, make_data(n_val_users=3), tiny_base, tiny_base_dir, max_steps=1)
+    val = trainer.evaluate()
+    trainer.close()
+    tasks = sorted(k.partition("/")[2] for k in val if k.startswith("val_ce/"))
+    assert tasks == ["complete", "rate", "reply"]
+    tokens = {t: val[f"val_tokens/{t}"] for t in tasks}
+    assert sum(tokens.values()) == val["val_tokens"] and min(tokens.values()) > 0
+    for key in ("val_ce", "val_ce_shuffled"):
+        weighted = sum(val[f"{key}/{t}"] * tokens[t] for t in tasks) / val["val_tokens"]
+        assert weighted == pytest.approx(val[key], rel=1e-6)

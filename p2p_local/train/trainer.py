@@ -670,13 +670,14 @@ class Trainer:
             shuf = val.get("val_ce_shuffled")
             extra = f", shuffled profiles {shuf:.4f}" if shuf is not None else ""
             self.say(f"step {step} held-out CE {val['val_ce']:.4f}{extra}")
-            per_task = [(k.partition("/")[2], v) for k, v in val.items()
-                        if k.startswith("val_ce/")]
-            if per_task:
-                self.say("  by task (own / shuffled): " + ", ".join(
-                    f"{task} {ce:.3f}" + (f" / {val[f'val_ce_shuffled/{task}']:.3f}"
-                                          if f"val_ce_shuffled/{task}" in val else "")
-                    for task, ce in per_task))
+            parts = []
+            for key, ce in val.items():
+                if key.startswith("val_ce/"):
+                    task = key.partition("/")[2]
+                    other = val.get(f"val_ce_shuffled/{task}")
+                    parts.append(f"{task} {ce:.3f}" + (f" / {other:.3f}" if other else ""))
+            if parts:
+                self.say("  by task (own / shuffled): " + ", ".join(parts))
         return val
 
     def _progress(self, start: int) -> _Progress | None:

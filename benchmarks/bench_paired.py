@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PAIRS = "p2p:p2p-shuffled,p2p:p2p-random,p2p:base,p2p:mt-lora,p2p-per-query:p2p"
+DEFAULT_PAIRS = ("p2p:p2p-shuffled,p2p:p2p-random,p2p:base,p2p:mt-lora,p2p-per-query:p2p,"
+                 "p2p-per-query:base,p2p-per-query:mt-lora")
 
 
 def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[str, Any]]:

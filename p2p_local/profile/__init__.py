@@ -20,7 +20,9 @@ from p2p_local.profile.builder import (
 )
 from p2p_local.profile.retrieval import BM25Index, Retrieved, tokenize
 from p2p_local.profile.statistics import HistoryStatistics, compute_statistics
-from p2p_local.profile.summarize import DEFAULT_TASK, Summary, SummarySettings, summarize
+
+# ``summarize`` (the function) is not re-exported: it would hide the submodule of the same name.
+from p2p_local.profile.summarize import DEFAULT_TASK, Summary, SummarySettings
 
 __all__ = [
     "BM25Index",
@@ -36,7 +38,6 @@ __all__ = [
     "VaultProfiler",
     "build_profile",
     "compute_statistics",
-    "summarize",
     "tokenize",
     "wrap_for_embedding",
 ]

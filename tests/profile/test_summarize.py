@@ -215,3 +215,12 @@ def test_real_summary_does_not_echo_the_prompt(real_summary) -> None:
     assert not _ngrams(summary.text, 8) & _ngrams(history, 8)
     for opening in ("Things one person wrote", "Read the history", "You describe"):
         assert opening not in summary.text
+
+
+def test_the_package_attribute_is_the_submodule_not_the_function() -> None:
+    import inspect
+
+    import p2p_local.profile as profile_pkg
+
+    assert inspect.ismodule(profile_pkg.summarize)
+    assert callable(profile_pkg.summarize.summarize)

@@ -10,7 +10,6 @@ the fetched corpora and models are reused and nothing is written into the shared
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,14 +18,11 @@ from typing import Any
 
 import pytest
 
+from p2p_local.profile import summarize as summarize_module
 from p2p_local.train import profiles_cache
 from p2p_local.train.config import TrainConfig
 from p2p_local.train.data import TrainData
 from p2p_local.train.profiles_cache import _val_summaries, prepare, prepared_dir
-
-# ``p2p_local.profile`` re-exports the function ``summarize``, which shadows the submodule as a
-# package attribute: fetch the module itself.
-summarize_module = importlib.import_module("p2p_local.profile.summarize")
 
 TASK = "fortunes"
 MAX_USERS = 4

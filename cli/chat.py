@@ -88,8 +88,10 @@ def chat(
                 person.chat_backend(backend, progress=progress)
 
             def reply(msgs: list[Message], s: GenerationSettings, adapter: bool) -> Iterator[str]:
+                # The conversation grows turn by turn: only the new turn is evaluated.
                 return person.chat(  # type: ignore[return-value]
-                    msgs, s, stream=True, backend=backend, use_adapter=adapter)
+                    msgs, s, stream=True, backend=backend, use_adapter=adapter,
+                    keep_context=True)
 
             def store(text: str) -> None:
                 if remember:

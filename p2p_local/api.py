@@ -550,6 +550,7 @@ class Personalizer:
         stream: bool = False,
         backend: str = "llamacpp",
         use_adapter: bool = True,
+        keep_context: bool = False,
         progress: ProgressFn | None = None,
     ) -> str | Iterator[str]:
         """The assistant's reply to ``messages`` (text pieces as they come when ``stream``).
@@ -557,6 +558,8 @@ class Personalizer:
         ``backend`` is ``llamacpp`` or ``hf``; it loads once per Personalizer (the first use
         fetches a missing model, reporting to ``progress``). With ``use_adapter`` the user's
         personalized adapter is applied when one exists; otherwise the base model answers.
+        ``keep_context`` (for a conversation that grows turn by turn, llama.cpp): evaluate only
+        what the prompt adds to the previous reply's, see :meth:`~p2p_local.engine.Engine.chat`.
         Nothing is stored: see :meth:`remember`.
 
         Thread-safe: the reply runs under the engine's lock with this user's adapter. A stream
@@ -566,8 +569,8 @@ class Personalizer:
         engine.load(progress=progress)
         payload = self.personal_adapter(backend) if use_adapter else None
         if stream:
-            return engine.stream(messages, settings, adapter=payload)
-        return engine.chat(messages, settings, adapter=payload)
+            return engine.stream(messages, settings, adapter=payload, keep_context=keep_context)
+        return engine.chat(messages, settings, adapter=payload, keep_context=keep_context)
 
     def engine(self, backend: str = "llamacpp", *, progress: ProgressFn | None = None) -> Engine:
         """The engine this user's replies run on for ``backend``: the one passed in, else one

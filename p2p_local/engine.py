@@ -207,26 +207,37 @@ class Engine:
 
     # --- replies ------------------------------------------------------------------------------
 
-    def session(self, adapter: AdapterPayload | None) -> _Session:
+    def session(self, adapter: AdapterPayload | None, *, keep_context: bool = False
+                ) -> _Session:
         """``with engine.session(adapter) as backend:`` - the lock held, ``adapter`` applied
-        (None: no adapter). For work that needs more than one call under one adapter."""
-        return _Session(self, adapter)
+        (None: no adapter). For work that needs more than one call under one adapter.
+        ``keep_context`` as for :meth:`chat`."""
+        return _Session(self, adapter, keep_context)
 
     def chat(self, messages: list[Message], settings: GenerationSettings | None = None, *,
-             adapter: AdapterPayload | None = None) -> str:
-        """The full reply to ``messages`` from the base model with ``adapter`` applied."""
-        with self.session(adapter) as backend:
+             adapter: AdapterPayload | None = None, keep_context: bool = False) -> str:
+        """The full reply to ``messages`` from the base model with ``adapter`` applied.
+
+        ``keep_context``: when the adapter is the one the previous reply used, keep the model's
+        context (llama.cpp: the KV cache), so only the part of the prompt after the longest
+        prefix it shares with what ran before is evaluated: a growing conversation costs its
+        new turn, not the whole history. Off by default, so a reply depends on its own prompt
+        alone (a reused prefix is batched differently, which can change floating-point
+        results and so a greedy reply)."""
+        with self.session(adapter, keep_context=keep_context) as backend:
             return backend.chat(messages, _settings(settings))
 
     def stream(self, messages: list[Message], settings: GenerationSettings | None = None, *,
-               adapter: AdapterPayload | None = None) -> ReplyStream:
+               adapter: AdapterPayload | None = None, keep_context: bool = False
+               ) -> ReplyStream:
         """The reply piece by piece; holds the lock until the stream ends or is closed.
+        ``keep_context`` as for :meth:`chat`.
 
         Problems with the request (an over-long conversation) raise here, before any piece."""
         backend = self.load()
         self._use.acquire()
         try:
-            self._apply(backend, adapter)
+            self._apply(backend, adapter, keep_context=keep_context)
             pieces = backend.stream(messages, _settings(settings))
         except BaseException:
             self._use.release()
@@ -253,17 +264,20 @@ class Engine:
         # transformers fast tokenizer is not re-entrant, so it waits for the model's lock.
         return contextlib.nullcontext() if self.name == "llamacpp" else self._use
 
-    def _apply(self, backend: Any, adapter: AdapterPayload | None) -> None:
+    def _apply(self, backend: Any, adapter: AdapterPayload | None, *,
+               keep_context: bool = False) -> None:
         from p2p_local.runtime import apply_adapter
 
         before = (backend.has_adapter, backend.adapter_source)
         apply_adapter(backend, adapter)
-        if (backend.has_adapter, backend.adapter_source) != before:
+        swapped = (backend.has_adapter, backend.adapter_source) != before
+        if swapped:
             self.swaps += 1
-        # Every reply starts from an empty context: reusing the KV prefix of whatever ran
-        # before changes how the prompt is batched, and so the floating-point result.
+        # A reply starts from an empty context unless asked otherwise: reusing the KV prefix
+        # of whatever ran before changes how the prompt is batched, and so the floating-point
+        # result. Never across a swap: that prefix was computed with another adapter.
         reset = getattr(backend, "reset", None)
-        if reset is not None:
+        if reset is not None and (swapped or not keep_context):
             reset()
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -287,16 +301,18 @@ class Engine:
 
 
 class _Session:
-    def __init__(self, engine: Engine, adapter: AdapterPayload | None) -> None:
+    def __init__(self, engine: Engine, adapter: AdapterPayload | None,
+                 keep_context: bool = False) -> None:
         self._engine = engine
         self._adapter = adapter
+        self._keep_context = keep_context
 
     def __enter__(self) -> Any:
         engine = self._engine
         backend = engine.load()
         engine._use.acquire()
         try:
-            engine._apply(backend, self._adapter)
+            engine._apply(backend, self._adapter, keep_context=self._keep_context)
         except BaseException:
             engine._use.release()
             raise

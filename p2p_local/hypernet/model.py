@@ -9,6 +9,9 @@ variance, so the user's part weighs as much as the task's. All rows of all users
 one trunk (mixer, pre-LN residual MLP blocks, output MLP) as a single batch, then one linear
 head per module type emits ``A`` (r x in) and ``B`` (out x r). Heads start with zero weights
 and a PEFT-style bias (A kaiming-uniform, B zero), so an untrained network yields a zero update.
+With ``shared_lora`` the network also owns one learned LoRA per (module, layer), added to every
+user's ``A`` and ``B``: started from an MT-LoRA (:meth:`HyperNetwork.start_from_lora`), the
+network begins as that adapter and learns what each user changes in it.
 Does not own checkpoint files (checkpoint.py) or applying the weights (inject.py, adapter.py).
 """
 
@@ -41,13 +44,14 @@ class HyperNetSettings:
     dropout: float = 0.05
     whiten_input: bool = False  # whiten the embedding (statistics of the training profiles)
     whiten_shrinkage: float = WHITENING_SHRINKAGE  # eigenvalue floor, as a share of their mean
+    shared_lora: bool = False  # a learned LoRA added to every user's (see HyperNetwork)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "whiten_input":
+            if f.name in ("whiten_input", "shared_lora"):
                 if not isinstance(value, bool):
-                    raise ConfigError(f"HyperNetSettings.whiten_input={value!r} must be true/false")
+                    raise ConfigError(f"HyperNetSettings.{f.name}={value!r} must be true/false")
             elif f.name == "whiten_shrinkage":
                 if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                         and value > 0.0):
@@ -160,6 +164,15 @@ class HyperNetwork(nn.Module):
                 for m in targets.modules
             }
         )
+        if s.shared_lora:  # zero until start_from_lora; saved with the weights
+            self.shared_a = nn.ParameterDict({
+                m.name: nn.Parameter(torch.zeros(targets.n_layers, r, m.in_features))
+                for m in targets.modules
+            })
+            self.shared_b = nn.ParameterDict({
+                m.name: nn.Parameter(torch.zeros(targets.n_layers, m.out_features, r))
+                for m in targets.modules
+            })
         self.reset_heads()
 
     # --- initialisation ------------------------------------------------------------------
@@ -175,6 +188,24 @@ class HyperNetwork(nn.Module):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # PEFT's lora_A init
             head.bias.zero_()
             head.bias[: r * m.in_features] = a.flatten()
+
+    @torch.no_grad()
+    def start_from_lora(self, a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
+        """Make the shared LoRA ``a`` [L, r, in] / ``b`` [L, out, r] per module (an MT-LoRA) and
+        zero the heads' biases: the network then yields exactly that adapter for every user."""
+        if not self.settings.shared_lora:
+            raise ConfigError("this hypernetwork was built with shared_lora = false")
+        for m in self.targets.modules:
+            want_a, want_b = self.shared_a[m.name].shape, self.shared_b[m.name].shape
+            if a[m.name].shape != want_a or b[m.name].shape != want_b:
+                raise ConfigError(
+                    f"the starting LoRA's {m.name} tensors are {tuple(a[m.name].shape)} / "
+                    f"{tuple(b[m.name].shape)}, this hypernetwork makes {tuple(want_a)} / "
+                    f"{tuple(want_b)}: use one trained for the same base model and targets"
+                )
+            self.shared_a[m.name].copy_(a[m.name])
+            self.shared_b[m.name].copy_(b[m.name])
+            self.heads[m.name].bias.zero_()
 
     @torch.no_grad()
     def randomize_heads(
@@ -264,6 +295,9 @@ class HyperNetwork(nn.Module):
             b_out[m.name] = (
                 flat[..., n_a:].reshape(n_users, n_layers, r, m.out_features).transpose(-1, -2)
             )
+            if self.settings.shared_lora:
+                a_out[m.name] = a_out[m.name] + self.shared_a[m.name]
+                b_out[m.name] = b_out[m.name] + self.shared_b[m.name]
         return LoraWeights(a_out, b_out, self.targets.scale)
 
     def n_params(self) -> int:

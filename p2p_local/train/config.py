@@ -82,6 +82,9 @@ class RunSettings:
     init_from:        mode p2p only: a hypernetwork checkpoint folder whose weights start this
                       run (a longer run continued from a shipped checkpoint with a fresh
                       schedule); "" = a freshly initialised hypernetwork.
+    init_shared:      mode p2p with [hypernet] shared_lora = true: an MT-LoRA (its run folder or
+                      a PEFT folder) the hypernetwork's shared LoRA starts from, so training
+                      starts at that adapter for every user; "" = a zero shared LoRA.
     """
 
     mode: str = "p2p"
@@ -103,6 +106,7 @@ class RunSettings:
     progress: bool = True
     threads: int = 0
     init_from: str = ""
+    init_shared: str = ""
 
     def __post_init__(self) -> None:
         s = "run"
@@ -129,6 +133,11 @@ class RunSettings:
         if self.init_from and self.mode != "p2p":
             raise _fail(s, "init_from", self.init_from, "applies to mode \"p2p\" only "
                         "(mt_lora and oppu start from [oppu] init)")
+        if not isinstance(self.init_shared, str):
+            raise _fail(s, "init_shared", self.init_shared, "must be a path string")
+        if self.init_shared and (self.mode != "p2p" or self.init_from):
+            raise _fail(s, "init_shared", self.init_shared, "applies to a fresh hypernetwork "
+                        "only (mode \"p2p\", no init_from)")
         for name in ("grad_checkpointing", "cpu", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(s, name, getattr(self, name), "must be true or false")

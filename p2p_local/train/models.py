@@ -160,8 +160,28 @@ def build_trainable(
         settings = HyperNetSettings.from_dict({**config.hypernet, "embedding_dim": embedding_dim})
         if config.run.init_from:
             return _hypernet_from(Path(config.run.init_from), settings, targets, base_model_id)
-        return HyperNetwork(settings, targets)
+        hypernet = HyperNetwork(settings, targets)
+        if config.run.init_shared:
+            start = load_lora_folder(config.run.init_shared, "[run] init_shared")
+            if not settings.shared_lora:
+                raise ConfigError("[run] init_shared needs [hypernet] shared_lora = true")
+            hypernet.start_from_lora(start.a, start.b)
+        return hypernet
     return PlainLora(targets, init)
+
+
+def load_lora_folder(spec: str, setting: str) -> LoraAdapter:
+    """A trained LoRA: an MT-LoRA run folder (its ``adapter/``) or a PEFT adapter folder."""
+    from p2p_local.export.peft import load_peft
+
+    path = Path(spec).expanduser()
+    if (path / "adapter").is_dir():
+        path = path / "adapter"
+    if not path.is_dir():
+        raise ConfigError(
+            f"{setting} = {spec!r} is not a folder: give the MT-LoRA run folder or its adapter/"
+        )
+    return load_peft(path)
 
 
 def _hypernet_from(

@@ -30,16 +30,12 @@ def load_init_adapter(spec: str) -> LoraAdapter | None:
     """The starting LoRA of an OPPU run: an MT-LoRA run folder, or a PEFT adapter folder."""
     if not spec:
         return None
-    from p2p_local.export.peft import load_peft
+    from p2p_local.train.models import load_lora_folder
 
-    path = Path(spec).expanduser()
-    if (path / "adapter").is_dir():
-        path = path / "adapter"
-    if not path.is_dir():
-        raise TrainingError(
-            f"[oppu] init = {spec!r} is not a folder: give the MT-LoRA run folder or its adapter/"
-        )
-    return load_peft(path)
+    try:
+        return load_lora_folder(spec, "[oppu] init")
+    except ConfigError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def run_training(

@@ -180,3 +180,24 @@ def test_whitening_shrinkage_comes_from_the_settings() -> None:
     assert HyperNetSettings.from_dict({"embedding_dim": 16}).whiten_shrinkage == 0.1
     with pytest.raises(ConfigError, match="whiten_shrinkage"):
         HyperNetSettings(whiten_shrinkage=0.0)
+
+
+def test_shared_lora_starts_as_the_given_adapter_for_every_user() -> None:
+    targets = tiny_targets()
+    net = HyperNetwork(dataclasses.replace(SMALL, shared_lora=True), targets)
+    gen = torch.Generator().manual_seed(0)
+    a = {m.name: torch.randn(3, 8, m.in_features, generator=gen) for m in targets.modules}
+    b = {m.name: torch.randn(3, m.out_features, 8, generator=gen) for m in targets.modules}
+    net.start_from_lora(a, b)
+    w = net(torch.randn(4, 16))
+    for m in targets.modules:
+        assert torch.equal(w.a[m.name], a[m.name].expand(4, -1, -1, -1))
+        assert torch.equal(w.b[m.name], b[m.name].expand(4, -1, -1, -1))
+    net.randomize_heads(seed=1)  # the users' part then moves each user off the shared LoRA
+    w = net(torch.randn(2, 16))
+    assert not torch.equal(w.b["q_proj"][0], w.b["q_proj"][1])
+
+    with pytest.raises(ConfigError, match="same base model"):
+        net.start_from_lora({**a, "q_proj": a["q_proj"][:, :4]}, b)
+    with pytest.raises(ConfigError, match="shared_lora = false"):
+        HyperNetwork(SMALL, targets).start_from_lora(a, b)

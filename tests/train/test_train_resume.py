@@ -106,3 +106,52 @@ def test_init_from_starts_a_new_run_from_a_checkpoint(
     with pytest.raises(ConfigError, match="p2p"):
         tiny_config(tmp_path / "y", tiny_data_dir, tiny_base_dir, mode="mt_lora",
                     init_from=str(first.result_path))
+
+
+def _fit(cfg, data_dir: Path, base_dir: Path):
+    trainer = Trainer(cfg, TrainData.load(data_dir), load_base(str(base_dir)))
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def test_init_shared_starts_every_user_at_the_mt_lora(tmp_path, tiny_data_dir,
+                                                      tiny_base_dir) -> None:
+    import dataclasses
+
+    from p2p_local.errors import ConfigError
+    from p2p_local.export.peft import load_peft
+    from p2p_local.train.models import build_trainable, targets_for
+
+    mt = _fit(tiny_config(tmp_path / "mt", tiny_data_dir, tiny_base_dir, mode="mt_lora"),
+              tiny_data_dir, tiny_base_dir)
+    mt_lora = load_peft(mt.result_path)
+    assert any(torch.count_nonzero(b) for b in mt_lora.b.values())  # trained: B moved off zero
+
+    cfg = tiny_config(tmp_path / "p2p", tiny_data_dir, tiny_base_dir,
+                      init_shared=str(tmp_path / "mt"))
+    cfg = dataclasses.replace(cfg, hypernet={**cfg.hypernet, "shared_lora": True})
+    base = load_base(str(tiny_base_dir))
+    data = TrainData.load(tiny_data_dir)
+    net = build_trainable(cfg, targets_for(cfg, base), data.embedding_dim)
+    net.eval()
+    w = net(torch.randn(3, data.embedding_dim))
+    for name in mt_lora.a:  # every user gets exactly the MT-LoRA before training
+        for user in range(3):
+            assert torch.allclose(w.a[name][user], mt_lora.a[name], atol=1e-7)
+            assert torch.allclose(w.b[name][user], mt_lora.b[name], atol=1e-7)
+
+    result = _fit(cfg, tiny_data_dir, tiny_base_dir)  # trains, saves and reloads
+    trained = load_checkpoint(result.result_path).hypernet
+    assert trained.settings.shared_lora
+    moved = trained(torch.randn(2, data.embedding_dim))
+    assert not torch.allclose(moved.b["q_proj"][0], mt_lora.b["q_proj"])
+
+    with pytest.raises(ConfigError, match="shared_lora = true"):
+        build_trainable(tiny_config(tmp_path / "z", tiny_data_dir, tiny_base_dir,
+                                    init_shared=str(tmp_path / "mt")),
+                        targets_for(cfg, base), data.embedding_dim)
+    with pytest.raises(ConfigError, match="fresh hypernetwork"):
+        tiny_config(tmp_path / "y", tiny_data_dir, tiny_base_dir, mode="mt_lora",
+                    init_shared=str(tmp_path / "mt"))

@@ -71,19 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from p2p_local.engine import Engine
     from p2p_local.runtime.base import GenerationSettings
+    from p2p_local.runtime.llamacpp import decode_calls
 
     settings = GenerationSettings(max_tokens=args.tokens, temperature=0.0)
     engine = Engine("llamacpp", "base")
     backend = engine.load()
-    llm = backend.llm  # type: ignore[attr-defined]
-    evaluated: list[int] = []
-    real_eval = llm.eval
-
-    def eval_counting(tokens):  # type: ignore[no-untyped-def]
-        evaluated.append(len(tokens))
-        return real_eval(tokens)
-
-    llm.eval = eval_counting
     out: dict = {
         "benchmark": "chat_turns",
         "command": "python benchmarks/bench_chat_turns.py " + " ".join(argv or sys.argv[1:]),
@@ -93,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"turns": args.turns, "max_tokens": args.tokens, "repeats": args.repeats},
     }
     runs: dict[str, list[list[dict]]] = {"kept": [], "empty": []}
-    conversation(engine, settings, 1, False, evaluated)  # warm-up
-    for _ in range(args.repeats):
-        runs["kept"].append(conversation(engine, settings, args.turns, True, evaluated))
-        runs["empty"].append(conversation(engine, settings, args.turns, False, evaluated))
+    with decode_calls(backend) as evaluated:  # type: ignore[arg-type]
+        conversation(engine, settings, 1, False, evaluated)  # warm-up
+        for _ in range(args.repeats):
+            runs["kept"].append(conversation(engine, settings, args.turns, True, evaluated))
+            runs["empty"].append(conversation(engine, settings, args.turns, False, evaluated))
     engine.close()
 
     per_turn = []

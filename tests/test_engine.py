@@ -11,7 +11,7 @@ import pytest
 from p2p_local.engine import Engine
 from p2p_local.runtime import AdapterPayload
 from p2p_local.runtime.base import GenerationSettings
-from p2p_local.runtime.llamacpp import LlamaCppBackend
+from p2p_local.runtime.llamacpp import LlamaCppBackend, decode_calls
 
 pytestmark = pytest.mark.real_model
 
@@ -24,22 +24,12 @@ FIRST = [
 
 @pytest.fixture
 def counted(llama_base: LlamaCppBackend) -> Iterator[tuple[Engine, list[int]]]:
-    """An engine over the session's backend that records how many tokens each decode call
-    evaluates (llama-cpp-python's ``Llama.eval``)."""
-    llm = llama_base.llm
-    evaluated: list[int] = []
-    real_eval = llm.eval
-
-    def eval_counting(tokens):  # type: ignore[no-untyped-def]
-        evaluated.append(len(tokens))
-        return real_eval(tokens)
-
-    llm.eval = eval_counting
+    """An engine over the session's backend, and the tokens each decode call evaluates."""
     llama_base.reset()
     try:
-        yield Engine.from_backend(llama_base), evaluated
+        with decode_calls(llama_base) as evaluated:
+            yield Engine.from_backend(llama_base), evaluated
     finally:
-        del llm.eval
         llama_base.reset()
 
 

@@ -428,6 +428,26 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
+@contextlib.contextmanager
+def decode_calls(backend: LlamaCppBackend) -> Iterator[list[int]]:
+    """Within the block, the number of tokens each llama.cpp decode call evaluates, in order:
+    a reply's first entry is the part of its prompt not taken from the cached context, then
+    one per generated token. For tests and benchmarks of the context policy."""
+    llm = backend.llm
+    counts: list[int] = []
+    real_eval = llm.eval
+
+    def counting_eval(tokens: Any) -> Any:
+        counts.append(len(tokens))
+        return real_eval(tokens)
+
+    llm.eval = counting_eval
+    try:
+        yield counts
+    finally:
+        del llm.eval  # the instance attribute hid the class's method
+
+
 def adapter_transport() -> str:
     """How :meth:`LlamaCppBackend.set_adapter_bytes` hands adapters to llama.cpp here:
     ``fmemopen`` (process memory, no file at all), ``memfd`` (anonymous memory file) or

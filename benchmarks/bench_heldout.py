@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         config = replace(
             config,
-            run=replace(config.run, init_from=str(args.checkpoint), out_dir=scratch,
-                        progress=False),
+            # the checkpoint's weights as they are (a shared LoRA's starting point is in them)
+            run=replace(config.run, init_from=str(args.checkpoint), init_shared="",
+                        out_dir=scratch, progress=False),
             data=replace(config.data, max_val_examples=args.examples, prepared=str(prepared)),
         )
         trainer = Trainer(config, TrainData.load(prepared), load_base(config.model.base))

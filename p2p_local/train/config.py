@@ -347,9 +347,12 @@ class TrainConfig:
         from p2p_local.hypernet.model import HyperNetSettings
 
         try:
-            HyperNetSettings.from_dict({**self.hypernet, "embedding_dim": 1})
+            hypernet = HyperNetSettings.from_dict({**self.hypernet, "embedding_dim": 1})
         except ConfigError as exc:
             raise ConfigError(f"[hypernet] {exc}") from None
+        if self.run.init_shared and not hypernet.shared_lora:
+            raise _fail("run", "init_shared", self.run.init_shared,
+                        "needs [hypernet] shared_lora = true")
         if self.run.mode == "oppu" and not (self.oppu.task and self.oppu.user):
             raise _fail(
                 "oppu", "user", self.oppu.user, "run.mode = 'oppu' needs [oppu] task and user"

@@ -161,10 +161,8 @@ def build_trainable(
         if config.run.init_from:
             return _hypernet_from(Path(config.run.init_from), settings, targets, base_model_id)
         hypernet = HyperNetwork(settings, targets)
-        if config.run.init_shared:
+        if config.run.init_shared:  # the config checked that shared_lora is on
             start = load_lora_folder(config.run.init_shared, "[run] init_shared")
-            if not settings.shared_lora:
-                raise ConfigError("[run] init_shared needs [hypernet] shared_lora = true")
             hypernet.start_from_lora(start.a, start.b)
         return hypernet
     return PlainLora(targets, init)
@@ -178,7 +176,7 @@ def load_lora_folder(spec: str, setting: str) -> LoraAdapter:
     if (path / "adapter").is_dir():
         path = path / "adapter"
     if not path.is_dir():
-        raise ConfigError(
+        raise TrainingError(
             f"{setting} = {spec!r} is not a folder: give the MT-LoRA run folder or its adapter/"
         )
     return load_peft(path)

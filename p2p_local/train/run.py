@@ -32,10 +32,7 @@ def load_init_adapter(spec: str) -> LoraAdapter | None:
         return None
     from p2p_local.train.models import load_lora_folder
 
-    try:
-        return load_lora_folder(spec, "[oppu] init")
-    except ConfigError as exc:
-        raise TrainingError(str(exc)) from None
+    return load_lora_folder(spec, "[oppu] init")
 
 
 def run_training(

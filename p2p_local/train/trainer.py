@@ -92,10 +92,14 @@ class TrainResult:
 @dataclass
 class LmLoss:
     loss: Tensor  # the objective (label-smoothed CE, mean over target tokens)
-    nll_sum: Tensor  # plain CE summed over target tokens (detached)
     n_tokens: int
     nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens (detached)
     tokens_rows: Tensor  # [batch] target tokens per row
+
+    @property
+    def nll_sum(self) -> Tensor:
+        """Plain CE summed over all target tokens (detached)."""
+        return self.nll_rows.sum()
 
 
 def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
@@ -118,7 +122,7 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
     row_of_token = mask.nonzero(as_tuple=True)[0]
     nll_rows = torch.zeros(mask.shape[0], dtype=token_nll.dtype, device=token_nll.device)
     nll_rows.index_add_(0, row_of_token, token_nll)
-    return LmLoss(loss, token_nll.sum(), int(target.numel()), nll_rows, mask.sum(dim=1))
+    return LmLoss(loss, int(target.numel()), nll_rows, mask.sum(dim=1))
 
 
 class _Schedule:
@@ -675,7 +679,8 @@ class Trainer:
                 if key.startswith("val_ce/"):
                     task = key.partition("/")[2]
                     other = val.get(f"val_ce_shuffled/{task}")
-                    parts.append(f"{task} {ce:.3f}" + (f" / {other:.3f}" if other else ""))
+                    shown = f" / {other:.3f}" if other is not None else ""
+                    parts.append(f"{task} {ce:.3f}{shown}")
             if parts:
                 self.say("  by task (own / shuffled): " + ", ".join(parts))
         return val

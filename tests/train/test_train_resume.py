@@ -129,9 +129,9 @@ def test_init_shared_starts_every_user_at_the_mt_lora(tmp_path, tiny_data_dir,
     mt_lora = load_peft(mt.result_path)
     assert any(torch.count_nonzero(b) for b in mt_lora.b.values())  # trained: B moved off zero
 
-    cfg = tiny_config(tmp_path / "p2p", tiny_data_dir, tiny_base_dir,
-                      init_shared=str(tmp_path / "mt"))
-    cfg = dataclasses.replace(cfg, hypernet={**cfg.hypernet, "shared_lora": True})
+    cfg = tiny_config(tmp_path / "p2p", tiny_data_dir, tiny_base_dir)
+    cfg = dataclasses.replace(cfg, hypernet={**cfg.hypernet, "shared_lora": True},
+                              run=dataclasses.replace(cfg.run, init_shared=str(tmp_path / "mt")))
     base = load_base(str(tiny_base_dir))
     data = TrainData.load(tiny_data_dir)
     net = build_trainable(cfg, targets_for(cfg, base), data.embedding_dim)

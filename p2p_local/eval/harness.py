@@ -42,7 +42,7 @@ from p2p_local.eval.metrics import (
     parse_answer,
     score,
 )
-from p2p_local.eval.splits import Split, SplitSettings, ood_split, random_split
+from p2p_local.eval.splits import Split, SplitSettings, ood_split, random_split, read_split
 
 SPLITS = ("random", "ood", "all")
 Log = Callable[[str], None]
@@ -167,10 +167,7 @@ def select_users(
     kind = settings.split or ("random" if is_builtin(settings.data) else "all")
     split: Split | None = None
     if settings.split_file:
-        try:
-            split = Split.from_dict(json.loads(Path(settings.split_file).read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise DatasetError(f"cannot read split file {settings.split_file}: {exc}") from exc
+        split = read_split(settings.split_file)
         kind = split.kind
     elif kind == "random":
         split = random_split(dataset.user_ids(), SplitSettings(seed=settings.split_seed))

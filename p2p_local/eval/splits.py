@@ -15,9 +15,11 @@ here computes them.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,6 +115,14 @@ class Split:
             clusters={str(k): int(v) for k, v in data.get("clusters", {}).items()},
             test_clusters=tuple(int(c) for c in data.get("test_clusters", ())),
         )
+
+
+def read_split(path: str | Path) -> Split:
+    """A split saved as ``Split.to_dict()`` JSON (e.g. a training data folder's ``splits/``)."""
+    try:
+        return Split.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read split file {path}: {exc}") from exc
 
 
 def _unique_sorted(user_ids: Sequence[str]) -> list[str]:

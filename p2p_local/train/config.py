@@ -232,6 +232,11 @@ class DataSettings:
                         uses its train users, the held-out loss its validation users; its test
                         users are never read.
     split_seed:         the split's seed (must match the evaluation's).
+    splits:             a folder of saved splits, ``<task>.json`` each (e.g. an earlier prepared
+                        data folder's ``splits/``), used instead of computing them; "" =
+                        compute. An OOD split clusters profile embeddings, so a new profile
+                        format would otherwise move users across it; this keeps an earlier
+                        run's test users (and any MT-LoRA trained beside it) comparable.
     max_val_examples:   held-out examples scored at each evaluation (seeded sample).
     prepared:           a prepared data folder to use as it is (skips preparation); "" = build
                         it from the settings above into the cache.
@@ -244,6 +249,7 @@ class DataSettings:
     max_history: int = 0
     split: str = "random"
     split_seed: int = 0
+    splits: str = ""
     max_val_examples: int = 64
     prepared: str = ""
     system_prompt: str = ""
@@ -262,7 +268,7 @@ class DataSettings:
         _int(s, "max_val_examples", self.max_val_examples, 0)
         if self.split not in SPLITS:
             raise _fail(s, "split", self.split, f"must be one of {', '.join(SPLITS)}")
-        for name in ("prepared", "system_prompt"):
+        for name in ("prepared", "system_prompt", "splits"):
             if not isinstance(getattr(self, name), str):
                 raise _fail(s, name, getattr(self, name), "must be a string")
 

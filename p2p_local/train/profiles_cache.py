@@ -64,7 +64,7 @@ def prepared_dir(config: TrainConfig) -> Path:
         {
             "v": PREP_VERSION,
             "profile_format": PROFILE_FORMAT,
-            "fp": config.fingerprint("data", "profile"),
+            "fp": _data_fingerprint(config),
             "embedding": _resolved_id(config.model.embedding),
             "embedding_tokens": DEFAULT_MAX_SEQ_LENGTH,
             "summarizer": _resolved_id(config.model.summarizer),
@@ -72,6 +72,24 @@ def prepared_dir(config: TrainConfig) -> Path:
         sort_keys=True,
     )
     return train_cache() / "prepared" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _data_fingerprint(config: TrainConfig) -> str:
+    """``config.fingerprint("data", "profile")``, with saved splits named by their content (not
+    their path) and left out when unset, so configs without them keep their old folders."""
+    sections = config.to_dict()
+    chosen = {"data": sections["data"], "profile": sections["profile"]}
+    folder = chosen["data"].pop("splits")
+    if folder:
+        h = hashlib.sha256()
+        for task in config.data.tasks:
+            path = Path(folder) / f"{task}.json"
+            try:
+                h.update(path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(f"[data] splits: cannot read {path}: {exc}") from exc
+        chosen["data"]["splits_digest"] = h.hexdigest()[:16]
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _resolved_id(spec: str) -> str:
@@ -183,11 +201,27 @@ class _LazySummarizer:
 
 
 def _split(config: TrainConfig, dataset: Any, embed_user: Callable[[list[Any]], np.ndarray]) -> Any:
-    from p2p_local.eval.splits import SplitSettings, ood_split, random_split
+    from p2p_local.eval.splits import SplitSettings, ood_split, random_split, read_split
 
-    settings = SplitSettings(seed=config.data.split_seed)
+    d = config.data
+    settings = SplitSettings(seed=d.split_seed)
     ids = dataset.user_ids()
-    if config.data.split == "random":
+    if d.splits:
+        path = Path(d.splits) / f"{dataset.spec.name}.json"
+        split = read_split(path)
+        if (split.kind, split.seed) != (d.split, d.split_seed):
+            raise ConfigError(
+                f"[data] splits: {path} is a {split.kind} split with seed {split.seed}, but "
+                f"[data] asks for split = {d.split!r}, split_seed = {d.split_seed}: make them "
+                "agree"
+            )
+        if set(split.train) | set(split.val) | set(split.test) != set(ids):
+            raise ConfigError(
+                f"[data] splits: {path} does not partition this task's {len(ids)} users: use "
+                "a split saved for the same data settings"
+            )
+        return split
+    if d.split == "random":
         return random_split(ids, settings)
     return ood_split(ids, embed_user(dataset.users), settings)
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from p2p_local.datasets import movielens
 from p2p_local.datasets.base import TaskDataset
 from p2p_local.errors import ConfigError, DatasetError
-from p2p_local.eval.splits import Split, SplitSettings, ood_split, random_split
+from p2p_local.eval.splits import Split, SplitSettings, ood_split, random_split, read_split
 
 
 def _blobs(
@@ -108,3 +110,15 @@ def test_split_settings_and_inputs_are_validated() -> None:
         ood_split(["a", "b", "c"], np.full((3, 4), np.nan))
     with pytest.raises(DatasetError, match="disjoint"):
         Split("random", ("a",), (), ("a",), 0)
+
+
+def test_saved_split_reads_back_and_bad_files_are_named(tmp_path) -> None:
+    split = random_split([f"u{i}" for i in range(20)], SplitSettings(seed=3))
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps(split.to_dict()))
+    assert read_split(path) == split
+    path.write_text('{"kind": "random"}')
+    with pytest.raises(DatasetError, match=f"cannot read split file {path}"):
+        read_split(path)
+    with pytest.raises(DatasetError, match="cannot read split file"):
+        read_split(tmp_path / "missing.json")

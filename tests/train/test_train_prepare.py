@@ -264,3 +264,43 @@ def test_prepared_folder_follows_the_models_not_their_names(prepared: Prepared) 
 
     assert prepared_dir(with_embedding("all-minilm-l6-v2")) == prepared.path
     assert prepared_dir(with_embedding("hidden:base")) != prepared.path
+
+
+@pytest.mark.real_model
+def test_saved_splits_replace_the_computed_ones(prepared: Prepared, tmp_path: Path) -> None:
+    """``[data] splits`` trains on a saved split as it is (keyed by its content, not its path);
+    a split of another kind or seed, or of other users, is refused."""
+    from p2p_local.errors import ConfigError
+
+    moved = prepared.split["train"][0]
+    saved = {**prepared.split, "train": prepared.split["train"][1:],
+             "test": [*prepared.split["test"], moved]}
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    (folder / f"{TASK}.json").write_text(json.dumps(saved))
+    base = _config().to_dict()
+
+    def with_splits(path: Path, **data: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**base, "data": {**base["data"], "splits": str(path),
+                                                       **data}})
+
+    config = with_splits(folder)
+    path = prepare(config)
+    assert path == prepared_dir(config) != prepared.path
+    assert json.loads((path / "splits" / f"{TASK}.json").read_text()) == saved
+    trained = {ex.user_id for ex in TrainData.load(path).examples}
+    assert moved not in trained and trained  # the moved user is a test user now
+
+    copy = tmp_path / "copy"  # the same content elsewhere: the same folder
+    copy.mkdir()
+    (copy / f"{TASK}.json").write_text(json.dumps(saved))
+    assert prepared_dir(with_splits(copy)) == path
+
+    with pytest.raises(ConfigError, match="random split with seed 0"):
+        prepare(with_splits(folder, split_seed=1))
+    (folder / f"{TASK}.json").write_text(json.dumps({**saved, "test": saved["test"][:-1]}))
+    assert prepared_dir(with_splits(folder)) != path
+    with pytest.raises(ConfigError, match="does not partition"):
+        prepare(with_splits(folder))
+    with pytest.raises(ConfigError, match="cannot read"):
+        prepared_dir(with_splits(tmp_path / "missing"))

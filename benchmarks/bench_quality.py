@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_quality.py --task movielens --split random \\
         [--users 5] [--methods base,rag,pag,p2p,p2p-shuffled] [--checkpoint DIR] \\
-        [--mt-lora DIR] [--queries 3] [--max-tokens N] [--threads N]
+        [--mt-lora DIR] [--queries 3] [--max-tokens N] [--repeat-penalty 1.1] [--threads N]
 
 ``--task all`` runs the four built-in tasks one after the other and also writes a combined
 table (``quality_<split>.md``). Each (task, split) writes
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                     "folder's splits/), instead of recomputing them")
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--repeat-penalty", type=float, default=1.0,
+                    help="repetition penalty of the greedy decoding, for every method (1 = off)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--oppu-max-steps", type=int, default=64)
     ap.add_argument("--no-summaries", action="store_true")
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             method=MethodSettings(k=args.k, max_tokens=args.max_tokens,
                                   checkpoint=args.checkpoint, mt_lora=args.mt_lora,
                                   oppu_max_steps=args.oppu_max_steps,
-                                  summaries=not args.no_summaries),
+                                  summaries=not args.no_summaries,
+                                  repeat_penalty=args.repeat_penalty),
         )
         work = cache_dir() / "eval" / f"{task}-{args.split}"
         report = run_evaluation(settings, out_dir=work,

@@ -50,6 +50,10 @@ def chat(
         float, typer.Option("--temperature", "-t", help="0 = greedy; higher = more varied.")
     ] = 0.7,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    repeat_penalty: Annotated[
+        float, typer.Option("--repeat-penalty", min=1.0, max=2.0,
+                            help="Above 1, discourages repeating recent tokens (1 = off).")
+    ] = 1.0,
     system: Annotated[
         str | None, typer.Option("--system", help="A system message for the conversation.")
     ] = None,
@@ -70,7 +74,8 @@ def chat(
 
     if backend not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed,
+                                  repeat_penalty=repeat_penalty)
     use_vault = remember or not no_adapter
     if use_vault and not remember and not Personalizer.exists(user):
         err_console.print(f"[dim]no vault for user {escape(user)!r}: chatting with the base "

@@ -55,6 +55,10 @@ def evaluate(
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", min=1, max=4096, help="Answer length in tokens (default: 8 for "
         "ratings, 16 for labels, 64 for text).")] = None,
+    repeat_penalty: Annotated[float, typer.Option(
+        "--repeat-penalty", min=1.0, max=2.0, help="Repetition penalty of the greedy decoding, "
+        "the same for every method (1 = off, the default; 1.1 stops small models looping).")
+    ] = 1.0,
     queries: Annotated[int, typer.Option(
         "--queries", min=1, help="Held-out queries per user of a built-in task (training used "
         "3; the OOD split depends on it).")] = 3,
@@ -106,6 +110,7 @@ def evaluate(
             k=k, n_ctx=n_ctx, max_tokens=max_tokens, summaries=summaries,
             checkpoint=str(checkpoint) if checkpoint else None,
             mt_lora=str(mt_lora) if mt_lora else None, oppu_max_steps=oppu_steps, seed=seed,
+            repeat_penalty=repeat_penalty,
         ),
     )
     if out is None:

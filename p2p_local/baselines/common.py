@@ -58,6 +58,8 @@ class MethodSettings:
     oppu_max_steps:  cap on OPPU's optimizer steps per user.
     oppu_batch_size, oppu_lr, oppu_seq_len: OPPU's batch, peak learning rate, tokens/example.
     system:          a system message before every prompt ("" = none, as in training).
+    repeat_penalty:  decoding's repetition penalty (1.0 = plain greedy, the default; see
+                     ``GenerationSettings``), the same for every method.
     seed:            seeds the user order, shuffled donors and random profiles.
     """
 
@@ -78,6 +80,7 @@ class MethodSettings:
     oppu_seq_len: int = 192
     system: str = ""
     seed: int = 0
+    repeat_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         ints = {
@@ -95,6 +98,10 @@ class MethodSettings:
             not isinstance(self.max_tokens, int) or not 1 <= self.max_tokens <= 4096
         ):
             raise ConfigError(f"max_tokens must be None or in 1..4096, got {self.max_tokens!r}")
+        if not isinstance(self.repeat_penalty, (int, float)) or not (
+            1.0 <= self.repeat_penalty <= 2.0
+        ):
+            raise ConfigError(f"repeat_penalty must be in 1..2, got {self.repeat_penalty!r}")
         if not isinstance(self.oppu_lr, (int, float)) or not 0 < self.oppu_lr < 1:
             raise ConfigError(f"oppu_lr must be in (0, 1), got {self.oppu_lr!r}")
         if not isinstance(self.summaries, bool):
@@ -240,7 +247,8 @@ class EvalEnv:
     @property
     def generation(self) -> GenerationSettings:
         return GenerationSettings(max_tokens=self.settings.answer_tokens(self.spec.kind),
-                                  temperature=0.0, seed=self.settings.seed)
+                                  temperature=0.0, seed=self.settings.seed,
+                                  repeat_penalty=self.settings.repeat_penalty)
 
     def n_ctx(self) -> int:
         return min(int(self.backend.n_ctx()), self.settings.n_ctx)

@@ -66,9 +66,11 @@ def markdown_table(report: EvalReport) -> str:
         cells = [_fmt(c.scores.metrics[m]) for m in metrics]
         lines.append(f"| best constant (\"{c.answer}\") | " + " | ".join(cells) + " | - | - | - |")
     meta = report.meta
+    penalty = meta.get("settings", {}).get("method", {}).get("repeat_penalty", 1.0)
+    decoding = "greedy decoding" + (f" with repeat penalty {penalty:g}" if penalty != 1.0 else "")
     notes = [
         "",
-        f"Base model {meta.get('model', '?')} on {meta.get('backend', '?')}, greedy decoding; "
+        f"Base model {meta.get('model', '?')} on {meta.get('backend', '?')}, {decoding}; "
         f"{meta.get('hardware', '')}.",
     ]
     if "checkpoint" in meta:

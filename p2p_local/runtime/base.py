@@ -27,12 +27,17 @@ class GenerationSettings:
     temperature: 0 means greedy; otherwise sampling temperature.
     top_p:       nucleus sampling mass (used only when temperature > 0).
     seed:        sampling seed, for repeatable sampled output.
+    repeat_penalty: 1.0 = off; above 1, the logits of tokens already in the context are
+                 divided by it (positive) or multiplied (negative), so small models loop less
+                 (llama.cpp's ``repeat_penalty`` over its last 64 tokens, transformers'
+                 ``repetition_penalty`` over the whole context).
     """
 
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 0.95
     seed: int = 0
+    repeat_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= 8192:
@@ -41,6 +46,11 @@ class GenerationSettings:
             raise ConfigError(f"temperature must be in 0..5, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 1.0 <= self.repeat_penalty <= 2.0:
+            raise ConfigError(
+                f"repeat_penalty must be in 1..2 (1 = off, 1.1 is a common choice), "
+                f"got {self.repeat_penalty}"
+            )
 
 
 class ChatBackend(Protocol):

@@ -276,6 +276,8 @@ class HFBackend:
             torch.manual_seed(settings.seed)
             kw.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                       top_k=0)
+        if settings.repeat_penalty != 1.0:
+            kw["repetition_penalty"] = settings.repeat_penalty
         return kw
 
     # -- adapters ---------------------------------------------------------------------------

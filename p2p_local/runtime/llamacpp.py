@@ -206,7 +206,8 @@ class LlamaCppBackend:
             max_tokens = min(settings.max_tokens, self.n_ctx() - len(tokens))
             chunks = self._llm.create_completion(
                 prompt=tokens, max_tokens=max_tokens, temperature=settings.temperature,
-                top_p=settings.top_p, seed=settings.seed, stream=True,
+                top_p=settings.top_p, seed=settings.seed, repeat_penalty=settings.repeat_penalty,
+                stream=True,
             )
             for chunk in chunks:
                 text = chunk["choices"][0]["text"]

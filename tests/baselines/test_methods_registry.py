@@ -55,6 +55,8 @@ def test_method_settings_validation() -> None:
         MethodSettings(k=-1)
     with pytest.raises(ConfigError, match="oppu_lr"):
         MethodSettings(oppu_lr=0)
+    with pytest.raises(ConfigError, match="repeat_penalty must be in 1..2"):
+        MethodSettings(repeat_penalty=0.9)
 
 
 def _user(items: list[HistoryItem]) -> UserRecord:

@@ -71,6 +71,8 @@ def test_bad_options_fail_cleanly(home: Path) -> None:
     assert result.exit_code == 2 and "--backend must be one of" in result.output
     result = runner.invoke(app, ["chat", "--once", "hi", "--max-tokens", "0", "--no-adapter"])
     assert result.exit_code == 2 and "max_tokens" in result.output
+    result = runner.invoke(app, ["chat", "--once", "hi", "--repeat-penalty", "3", "--no-adapter"])
+    assert result.exit_code == 2 and "--repeat-penalty" in result.output
     result = runner.invoke(app, ["chat", "--remember", "--once", "hi"])
     assert result.exit_code == 3 and "no vault" in result.output
 

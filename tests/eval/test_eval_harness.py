@@ -122,6 +122,20 @@ def test_a_second_run_reuses_every_cached_answer(run, train_base,
     assert second.summary()["results"] == first.summary()["results"]
 
 
+def test_a_repeat_penalty_is_its_own_cache_entry_and_is_reported(
+        run, tmp_path, train_base, _llama_base_session) -> None:
+    from dataclasses import replace
+
+    settings, _out, first = run
+    penalized = replace(settings, methods=("base",),
+                        method=replace(settings.method, repeat_penalty=1.1))
+    report = run_evaluation(penalized, out_dir=tmp_path, backend=_llama_base_session,
+                            train_base=train_base, progress=False)
+    assert report.results["base"].fingerprint != first.results["base"].fingerprint
+    assert "greedy decoding with repeat penalty 1.1;" in (tmp_path / "results.md").read_text()
+    assert "greedy decoding;" in first.markdown() and "repeat penalty" not in first.markdown()
+
+
 def test_p2p_ablations_use_the_intended_profiles(lamp_rating_files, random_hypernet_dir,
                                                  _llama_base_session) -> None:
     """The shuffled profile is exactly the donor's, the random one and the per-query one

@@ -141,3 +141,16 @@ def test_a_transformers_folder_loads_and_answers_like_its_gguf(
         assert reply == hf_base.chat(CAPITAL, GREEDY)
     finally:
         backend.close()
+
+
+def test_repeat_penalty_stops_a_greedy_loop(hf_base: HFBackend) -> None:
+    """Greedy, this reply repeats itself; transformers' repetition_penalty breaks the loop."""
+
+    def distinct_share(settings: GenerationSettings) -> float:
+        tokens = hf_base.tokenize(hf_base.chat(STORY, settings))
+        return len(set(tokens)) / len(tokens)
+
+    plain = distinct_share(GenerationSettings(max_tokens=48, temperature=0.0))
+    penalized = distinct_share(GenerationSettings(max_tokens=48, temperature=0.0,
+                                                  repeat_penalty=1.3))
+    assert plain < 0.85 and penalized > plain + 0.1

@@ -188,3 +188,17 @@ def test_a_stream_closed_early_leaves_the_backend_usable(llama_base: LlamaCppBac
     first = next(iter(stream))
     stream.close()  # type: ignore[attr-defined]
     assert first and "Paris" in llama_base.chat(CAPITAL, GREEDY)
+
+
+def test_repeat_penalty_stops_a_greedy_loop(llama_base: LlamaCppBackend) -> None:
+    """Greedy, this reply repeats a sentence; the penalty reaches llama.cpp and breaks it."""
+
+    def distinct_share(settings: GenerationSettings) -> float:
+        reply = llama_base.chat(STORY, settings)
+        tokens = llama_base.tokenize(reply)
+        return len(set(tokens)) / len(tokens)
+
+    plain = distinct_share(GenerationSettings(max_tokens=48, temperature=0.0))
+    penalized = distinct_share(GenerationSettings(max_tokens=48, temperature=0.0,
+                                                  repeat_penalty=1.3))
+    assert plain < 0.7 < penalized

@@ -60,8 +60,9 @@ def evaluate(
         "the same for every method (1 = off, the default; 1.1 stops small models looping).")
     ] = 1.0,
     queries: Annotated[int, typer.Option(
-        "--queries", min=1, help="Held-out queries per user of a built-in task (training used "
-        "3; the OOD split depends on it).")] = 3,
+        "--queries", min=1, help="Held-out queries per test user of a built-in task (at most "
+        "N of their items, most recent first where items have a time; the history is the rest, "
+        "so an OOD split computed here rather than read from --split-file depends on it).")] = 3,
     backend: Annotated[str, typer.Option(
         "--backend", help="llamacpp (fast, default) or hf (transformers + PEFT).")
     ] = "llamacpp",

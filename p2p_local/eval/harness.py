@@ -66,7 +66,8 @@ class EvalSettings:
                  ``splits/<task>.json``) instead of computing one.
     methods:     method names (``p2p_local.baselines.METHODS``).
     users:       evaluate at most this many held-out users (a seeded sample); None = all.
-    queries:     held-out queries per user of a built-in task (training used 3).
+    queries:     held-out queries per user of a built-in task (at most N of the user's items;
+                 the history is the rest).
     split_seed:  the split's seed (training's ``data.split_seed``).
     backend:     "llamacpp" (default, fast) or "hf" (transformers + PEFT).
     model:       the base model: a registry name or a GGUF path.

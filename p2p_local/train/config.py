@@ -237,7 +237,8 @@ class DataSettings:
                         compute. An OOD split clusters profile embeddings, so a new profile
                         format would otherwise move users across it; this keeps an earlier
                         run's test users (and any MT-LoRA trained beside it) comparable.
-    max_val_examples:   held-out examples scored at each evaluation (seeded sample).
+    max_val_examples:   held-out examples scored at each evaluation (a sample seeded by
+                        ``split_seed``: the same for every ``[run] seed``).
     prepared:           a prepared data folder to use as it is (skips preparation); "" = build
                         it from the settings above into the cache.
     system_prompt:      a system message put before each prompt ("" = the chat template's own).

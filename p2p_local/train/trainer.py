@@ -317,11 +317,13 @@ class Trainer:
     # --- held-out loss -------------------------------------------------------------------
 
     def _val_draws(self) -> list[Draw]:
+        """The held-out examples scored, with their profiles: seeded by the data's seed, not
+        the run's, so runs that differ only in their seed are scored on the same examples."""
         n = len(self.val_examples)
         limit = self.config.data.max_val_examples
         if n == 0 or limit == 0:
             return []
-        rng = np.random.default_rng([self.config.run.seed, 1])
+        rng = np.random.default_rng([self.config.data.split_seed, 1])
         order = sorted(rng.permutation(n)[: min(n, limit)].tolist())
         coins = rng.random(len(order))
         return [
@@ -335,7 +337,7 @@ class Trainer:
         So the gap to the own-profile loss measures how much the user matters, not the task. A
         task with a single held-out user takes a profile from the other tasks instead.
         """
-        seed = self.config.run.seed
+        seed = self.config.data.split_seed  # like _val_draws: the same donors in every run
         users = [self.val_examples[d.index].user_id for d in draws]
         rows = [d.emb_row for d in draws]
         out = derangement(users, rows, seed)

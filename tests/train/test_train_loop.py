@@ -223,6 +223,18 @@ def test_shuffled_profiles_come_from_another_user_of_the_same_task(
         assert owner[row][0] == ex.task and owner[row][1] != ex.user_id
 
 
+def test_runs_with_other_seeds_score_the_same_held_out_examples(
+        tmp_path, tiny_base, tiny_base_dir) -> None:
+    data = make_data(n_users=3, per_user=1, n_val_users=6)
+    picks = []
+    for seed in (0, 3):
+        trainer = _trainer(tmp_path / str(seed), data, tiny_base, tiny_base_dir, seed=seed)
+        draws = trainer._val_draws()
+        picks.append((draws, trainer._shuffled_rows(draws)))
+        trainer.close()
+    assert picks[0] == picks[1] and picks[0][0]
+
+
 def test_held_out_loss_is_also_reported_per_task(tmp_path, tiny_base, tiny_base_dir) -> None:
     """The overall held-out CE is the token-weighted mean of the per-task figures."""
     trainer = _trainer(tmp_path, make_data(n_val_users=3), tiny_base, tiny_base_dir, max_steps=1)

@@ -98,10 +98,7 @@ class MethodSettings:
             not isinstance(self.max_tokens, int) or not 1 <= self.max_tokens <= 4096
         ):
             raise ConfigError(f"max_tokens must be None or in 1..4096, got {self.max_tokens!r}")
-        if not isinstance(self.repeat_penalty, (int, float)) or not (
-            1.0 <= self.repeat_penalty <= 2.0
-        ):
-            raise ConfigError(f"repeat_penalty must be in 1..2, got {self.repeat_penalty!r}")
+        GenerationSettings(repeat_penalty=self.repeat_penalty)  # checks it
         if not isinstance(self.oppu_lr, (int, float)) or not 0 < self.oppu_lr < 1:
             raise ConfigError(f"oppu_lr must be in (0, 1), got {self.oppu_lr!r}")
         if not isinstance(self.summaries, bool):

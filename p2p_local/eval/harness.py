@@ -435,12 +435,9 @@ def run_evaluation(
     try:
         methods = [create(name, env) for name in settings.methods]
         data_fp = _data_digest(spec, users)
-        generation = dict(env.generation.__dict__)
-        if generation["repeat_penalty"] == 1.0:  # off: keys answers cached before it existed
-            del generation["repeat_penalty"]
         base_fp = {
             "data": data_fp, "backend": backend.name,
-            "model": env.base_model_id(), "generation": generation,
+            "model": env.base_model_id(), "generation": env.generation.cache_key(),
             "settings": [settings.method.n_ctx, settings.method.system],
         }
         fps = {m.name: _digest([m.name, base_fp, m.fingerprint()]) for m in methods}

@@ -46,11 +46,22 @@ class GenerationSettings:
             raise ConfigError(f"temperature must be in 0..5, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 1.0 <= self.repeat_penalty <= 2.0:
+        penalty = self.repeat_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not (
+            1.0 <= penalty <= 2.0
+        ):
             raise ConfigError(
                 f"repeat_penalty must be in 1..2 (1 = off, 1.1 is a common choice), "
-                f"got {self.repeat_penalty}"
+                f"got {penalty!r}"
             )
+
+    def cache_key(self) -> dict[str, object]:
+        """The fields as a dict for cache keys; ``repeat_penalty`` only when it is on, so
+        answers cached before it existed keep their keys."""
+        key = dict(self.__dict__)
+        if key["repeat_penalty"] == 1.0:
+            del key["repeat_penalty"]
+        return key
 
 
 class ChatBackend(Protocol):

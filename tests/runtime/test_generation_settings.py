@@ -24,3 +24,14 @@ def test_defaults_are_plain_greedy() -> None:
 def test_out_of_range_values_are_refused(field: str, value: float, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GenerationSettings(**{field: value})
+
+
+def test_a_penalty_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(ConfigError, match="repeat_penalty must be in 1..2"):
+        GenerationSettings(repeat_penalty="1.1")  # type: ignore[arg-type]
+
+
+def test_cache_key_names_the_penalty_only_when_it_is_on() -> None:
+    assert GenerationSettings(max_tokens=8).cache_key() == {
+        "max_tokens": 8, "temperature": 0.0, "top_p": 0.95, "seed": 0}
+    assert GenerationSettings(repeat_penalty=1.1).cache_key()["repeat_penalty"] == 1.1

@@ -5,10 +5,12 @@ Owns :class:`Trainer`: per step, each process takes its slice of the step's glob
 the examples' profile embeddings into LoRA weights, forward hooks
 (:class:`~p2p_local.hypernet.inject.LoraInjector`) add them per example inside the frozen base
 model, and the loss is cross-entropy with label smoothing on the target tokens only plus
-``reg_weight * (mean(A^2) + mean(B^2))``. AdamW, linear warmup then linear decay, global
-gradient-norm clipping, optional gradient checkpointing, bf16 autocast on a GPU. It also runs
-the held-out loss (own profile vs shuffled profiles), resumable checkpoints (state.py), the
-loss log and picture (metrics.py), the progress bar, and writes the result: a hypernetwork
+``reg_weight * (mean(A^2) + mean(B^2))`` (and, when ``rating_risk_weight`` > 0, the expected
+absolute error of rating answers: :class:`RatingScale`, :func:`rating_risk`). AdamW, linear
+warmup then linear decay, global gradient-norm clipping, optional gradient checkpointing, bf16
+autocast on a GPU. It also runs the held-out loss and greedy rating MAE (own profile vs
+shuffled profiles), resumable checkpoints (state.py), the loss log and picture (metrics.py),
+the progress bar, and writes the result: a hypernetwork
 checkpoint (``hypernet/checkpoint.py``) or a PEFT adapter, plus ``training.json``.
 
 The same code runs on one CPU / GPU and under ``accelerate launch`` (DDP): gradients are
@@ -18,6 +20,7 @@ Does not own data preparation (profiles_cache.py) or the command line (run.py, c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,6 +68,7 @@ from p2p_local.train.state import (
 METADATA_FILE = "training.json"
 METADATA_FORMAT = "p2p-local-training"
 RESULT_DIRS = {"p2p": "hypernet", "mt_lora": "adapter", "oppu": "adapter"}
+RatedRows = dict[str, tuple[list[int], list[float]]]  # task -> (batch rows, their ratings)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class LmLoss:
     n_tokens: int
     nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens (detached)
     tokens_rows: Tensor  # [batch] target tokens per row
+    first_logits: Tensor  # [batch, vocab] logits of each row's first target token
 
     @property
     def nll_sum(self) -> Tensor:
@@ -122,7 +127,52 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
     row_of_token = mask.nonzero(as_tuple=True)[0]
     nll_rows = torch.zeros(mask.shape[0], dtype=token_nll.dtype, device=token_nll.device)
     nll_rows.index_add_(0, row_of_token, token_nll)
-    return LmLoss(loss, int(target.numel()), nll_rows, mask.sum(dim=1))
+    tokens_rows = mask.sum(dim=1)
+    first = (torch.cumsum(tokens_rows, 0) - tokens_rows).clamp(max=target.numel() - 1)
+    return LmLoss(loss, int(target.numel()), nll_rows, tokens_rows, logits[first])
+
+
+class RatingScale:
+    """The rating tasks' answer tokens, for the rating term of the loss and the held-out MAE.
+
+    A rating example's reply starts with one of its task's label tokens ("1".."5"); the
+    probabilities of those tokens at the reply's first position, renormalised, are the model's
+    rating distribution. Tasks whose labels are not single tokens or not numbers are left out.
+    """
+
+    def __init__(self, tokenizer: Any, tasks: list[str]) -> None:
+        from p2p_local.datasets import TASKS
+
+        self.scales: dict[str, tuple[list[int], dict[str, float]]] = {}
+        for task in tasks:
+            entry = TASKS.get(task)
+            if entry is None or entry.spec.kind != "rating":
+                continue
+            labels = entry.spec.labels
+            ids = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels]
+            try:
+                values = {label: float(label) for label in labels}
+            except ValueError:
+                continue
+            if labels and all(len(i) == 1 for i in ids):
+                self.scales[task] = ([i[0] for i in ids], values)
+
+    def gold(self, task: str, target: str) -> float | None:
+        """The rating a reply gives; None when ``task`` is not a rating task here."""
+        scale = self.scales.get(task)
+        return None if scale is None else scale[1].get(target.strip())
+
+    def distribution(self, task: str, first_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """``task``'s rating probabilities [rows, K] and the ratings they stand for [K]."""
+        ids, values = self.scales[task]
+        probs = torch.softmax(first_logits[:, ids].float(), dim=-1)
+        return probs, torch.tensor(list(values.values()), device=probs.device)
+
+
+def rating_risk(probs: Tensor, values: Tensor, gold: Tensor) -> Tensor:
+    """Expected absolute error per row: sum_k p(k) |value_k - gold| (minimised by putting all
+    the mass on the median of the conditional rating distribution, the MAE-optimal answer)."""
+    return (probs * (values[None, :] - gold[:, None]).abs()).sum(dim=-1)
 
 
 class _Schedule:
@@ -162,9 +212,13 @@ def make_accelerator(config: TrainConfig) -> Any:
 def _resume_key(config: TrainConfig) -> str:
     """What must not change between a checkpoint and its resumption."""
     run = config.run
+    sections = config.to_dict()
+    rest = {k: sections[k] for k in ("optim", "model", "hypernet", "profile", "oppu")}
+    if not config.optim.rating_risk_weight:  # off: checkpoints from before the term resume
+        rest["optim"].pop("rating_risk_weight")
     fixed = {
         "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
-        "rest": config.fingerprint("optim", "model", "hypernet", "profile", "oppu"),
+        "rest": hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16],
         "tasks": list(config.data.tasks),
     }
     return json.dumps(fixed, sort_keys=True)
@@ -215,6 +269,7 @@ class Trainer:
         self.targets = targets_for(config, base)
         self.train_examples = data.split("train")
         self.val_examples = data.split("val")
+        self.ratings = RatingScale(base.tokenizer, sorted({ex.task for ex in data.examples}))
         self.sampler = TaskSampler(self.train_examples, seed=run.seed, mode=config.profile.mode)
         self._encoded: dict[tuple[str, int], Encoded] = {}
 
@@ -314,6 +369,28 @@ class Trainer:
             reg = weights.squared_mean()
         return lm, reg
 
+    def _rating_rows(self, draws: list[Draw], split: str) -> RatedRows:
+        """The batch rows of rating examples, per task: (positions, the ratings given)."""
+        examples = self.train_examples if split == "train" else self.val_examples
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for pos, d in enumerate(draws):
+            ex = examples[d.index]
+            gold = self.ratings.gold(ex.task, ex.target)
+            if gold is not None:
+                rows, golds = out.setdefault(ex.task, ([], []))
+                rows.append(pos)
+                golds.append(gold)
+        return out
+
+    def _risk_sum(self, lm: LmLoss, draws: list[Draw]) -> Tensor:
+        """:func:`rating_risk` summed over the batch's rating examples (0 without any)."""
+        total = lm.first_logits.new_zeros((), dtype=torch.float32)
+        for task, (rows, golds) in self._rating_rows(draws, "train").items():
+            probs, values = self.ratings.distribution(task, lm.first_logits[rows])
+            gold = torch.tensor(golds, device=probs.device)
+            total = total + rating_risk(probs, values, gold).sum()
+        return total
+
     # --- held-out loss -------------------------------------------------------------------
 
     def _val_draws(self) -> list[Draw]:
@@ -357,7 +434,9 @@ class Trainer:
         """Plain CE per target token on the held-out examples (and with shuffled profiles),
         overall and per task (``val_ce/<task>``, ``val_ce_shuffled/<task>``,
         ``val_tokens/<task>``): the tasks' token counts differ by orders of magnitude (a rating
-        is one token), so the overall figure is mostly the generation tasks."""
+        is one token), so the overall figure is mostly the generation tasks. Rating tasks also
+        get the greedy answer's absolute error (``val_mae/<task>``, ``val_mae_shuffled/<task>``:
+        the most likely rating of the scale)."""
         draws = self._val_draws()
         if not draws:
             return {}
@@ -370,22 +449,29 @@ class Trainer:
         bs = self.config.run.batch_size
         # per task: own-profile NLL, target tokens, shuffled-profile NLL
         sums = torch.zeros(len(tasks), 3, dtype=torch.float64, device=self.acc.device)
+        # per task: own-profile absolute rating error, shuffled-profile one, rating examples
+        errors = torch.zeros(len(tasks), 3, dtype=torch.float64, device=self.acc.device)
         mine = list(range(self.rank, len(draws), self.world))
         for start in range(0, len(mine), bs):
             idx = mine[start : start + bs]
-            batch = self._batch([draws[i] for i in idx], "val")
+            picked = [draws[i] for i in idx]
+            batch = self._batch(picked, "val")
             rows_task = torch.as_tensor([task_of[i] for i in idx], device=sums.device)
+            rated = self._rating_rows(picked, "val")
             try:
                 lm, _ = self._forward(model, batch, 0.0)
                 sums[:, 0].index_add_(0, rows_task, lm.nll_rows.double())
                 sums[:, 1].index_add_(0, rows_task, lm.tokens_rows.double())
+                self._add_errors(errors, tasks, rated, lm, 0)
                 if shuffled is not None:
                     lm_s, _ = self._forward(model, batch, 0.0, [shuffled[i] for i in idx])
                     sums[:, 2].index_add_(0, rows_task, lm_s.nll_rows.double())
+                    self._add_errors(errors, tasks, rated, lm_s, 1)
             finally:
                 self.injector.clear()
         model.train(was_training)
         sums = self.acc.reduce(sums, reduction="sum")
+        errors = self.acc.reduce(errors, reduction="sum")
         total = sums.sum(dim=0)
         out = {"val_ce": float(total[0] / total[1]), "val_tokens": int(total[1])}
         if shuffled is not None:
@@ -396,7 +482,26 @@ class Trainer:
                 out[f"val_tokens/{task}"] = int(sums[t, 1])
                 if shuffled is not None:
                     out[f"val_ce_shuffled/{task}"] = float(sums[t, 2] / sums[t, 1])
+        for t, task in enumerate(tasks):
+            if errors[t, 2] > 0:
+                out[f"val_mae/{task}"] = float(errors[t, 0] / errors[t, 2])
+                if shuffled is not None:
+                    out[f"val_mae_shuffled/{task}"] = float(errors[t, 1] / errors[t, 2])
         return out
+
+    def _add_errors(self, errors: Tensor, tasks: list[str],
+                    rated: RatedRows, lm: LmLoss,
+                    column: int) -> None:
+        """Add the greedy rating's absolute errors per task to ``errors[:, column]`` (and the
+        examples counted to ``errors[:, 2]`` with the own profile, ``column`` 0)."""
+        for task, (rows, golds) in rated.items():
+            probs, values = self.ratings.distribution(task, lm.first_logits[rows])
+            answer = values[probs.argmax(dim=-1)]
+            gold = torch.tensor(golds, device=answer.device)
+            t = tasks.index(task)
+            errors[t, column] += float((answer - gold).abs().sum())
+            if column == 0:
+                errors[t, 2] += len(rows)
 
     # --- checkpoints -------------------------------------------------------------------
 
@@ -599,6 +704,9 @@ class Trainer:
                         # the micro-batch's mean over target tokens / examples, by parts
                         share = len(chunk) / len(draws)
                         loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
+                        if opt.rating_risk_weight:
+                            risk = self._risk_sum(lm, chunk) / len(draws)
+                            loss = loss + opt.rating_risk_weight * risk
                         acc.backward(loss / run.grad_accum)
                     finally:
                         self.injector.clear()
@@ -676,15 +784,10 @@ class Trainer:
             shuf = val.get("val_ce_shuffled")
             extra = f", shuffled profiles {shuf:.4f}" if shuf is not None else ""
             self.say(f"step {step} held-out CE {val['val_ce']:.4f}{extra}")
-            parts = []
-            for key, ce in val.items():
-                if key.startswith("val_ce/"):
-                    task = key.partition("/")[2]
-                    other = val.get(f"val_ce_shuffled/{task}")
-                    shown = f" / {other:.3f}" if other is not None else ""
-                    parts.append(f"{task} {ce:.3f}{shown}")
-            if parts:
-                self.say("  by task (own / shuffled): " + ", ".join(parts))
+            for metric, title in (("val_ce", "by task"), ("val_mae", "greedy rating MAE")):
+                parts = _own_and_shuffled(val, metric)
+                if parts:
+                    self.say(f"  {title} (own / shuffled): " + ", ".join(parts))
         return val
 
     def _progress(self, start: int) -> _Progress | None:
@@ -816,6 +919,17 @@ class Trainer:
             "config": self.config.to_dict(),
             "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+def _own_and_shuffled(val: dict[str, float], metric: str) -> list[str]:
+    """``"task own / shuffled"`` for each task that has ``metric`` in ``val``."""
+    parts = []
+    for key, own in val.items():
+        if key.startswith(f"{metric}/"):
+            task = key.partition("/")[2]
+            other = val.get(f"{metric}_shuffled/{task}")
+            parts.append(f"{task} {own:.3f}" + (f" / {other:.3f}" if other is not None else ""))
+    return parts
 
 
 class _StopRequest:

@@ -372,7 +372,7 @@ class Trainer:
     def _rating_rows(self, draws: list[Draw], split: str) -> RatedRows:
         """The batch rows of rating examples, per task: (positions, the ratings given)."""
         examples = self.train_examples if split == "train" else self.val_examples
-        out: dict[str, tuple[list[int], list[float]]] = {}
+        out: RatedRows = {}
         for pos, d in enumerate(draws):
             ex = examples[d.index]
             gold = self.ratings.gold(ex.task, ex.target)
@@ -489,8 +489,7 @@ class Trainer:
                     out[f"val_mae_shuffled/{task}"] = float(errors[t, 1] / errors[t, 2])
         return out
 
-    def _add_errors(self, errors: Tensor, tasks: list[str],
-                    rated: RatedRows, lm: LmLoss,
+    def _add_errors(self, errors: Tensor, tasks: list[str], rated: RatedRows, lm: LmLoss,
                     column: int) -> None:
         """Add the greedy rating's absolute errors per task to ``errors[:, column]`` (and the
         examples counted to ``errors[:, 2]`` with the own profile, ``column`` 0)."""

@@ -154,12 +154,15 @@ class OptimSettings:
     grad_clip:       clip the global gradient norm to this (0 = off; paper: 1.0).
     label_smoothing: cross-entropy label smoothing (paper: 0.1).
     reg_weight:      weight of mean(A^2) + mean(B^2) of the generated LoRA (paper: 1e-3).
-    rating_risk_weight: weight of the expected absolute rating error on rating tasks (0 = off,
-                     the paper's recipe): sum_k p(k) |k - rating| over the rating scale's
+    rating_ce_weight: weight of an extra cross-entropy on rating tasks' answers (0 = off, the
+                     paper's recipe): -log p(rating), p renormalised over the rating scale's
                      tokens at the reply's first token, per rating example of the micro-batch
-                     (divided by its examples). Cross-entropy makes the greedy answer the most
-                     likely rating (the mode); this term moves it toward the rating that
-                     minimises the absolute error (the median), which is what MAE scores.
+                     (divided by its examples). A rating is one token among a batch's ~200
+                     reply tokens, so the token-mean CE gives it little of the gradient.
+    rating_risk_weight: the same for the expected absolute rating error, sum_k p(k) |k -
+                     rating| (0 = off). Cross-entropy makes the greedy answer the most likely
+                     rating (the mode); this term moves it toward the rating that minimises the
+                     absolute error (the median), which is what MAE scores.
     beta1, beta2, eps: AdamW's.
     """
 
@@ -170,6 +173,7 @@ class OptimSettings:
     grad_clip: float = 1.0
     label_smoothing: float = 0.1
     reg_weight: float = 1e-3
+    rating_ce_weight: float = 0.0
     rating_risk_weight: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -184,6 +188,7 @@ class OptimSettings:
         _num(s, "grad_clip", self.grad_clip, 0.0, 1e6)
         _num(s, "label_smoothing", self.label_smoothing, 0.0, 0.99)
         _num(s, "reg_weight", self.reg_weight, 0.0, 1e3)
+        _num(s, "rating_ce_weight", self.rating_ce_weight, 0.0, 1e3)
         _num(s, "rating_risk_weight", self.rating_risk_weight, 0.0, 1e3)
         _num(s, "beta1", self.beta1, 0.0, 0.9999)
         _num(s, "beta2", self.beta2, 0.0, 0.99999)

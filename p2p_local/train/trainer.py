@@ -5,8 +5,8 @@ Owns :class:`Trainer`: per step, each process takes its slice of the step's glob
 the examples' profile embeddings into LoRA weights, forward hooks
 (:class:`~p2p_local.hypernet.inject.LoraInjector`) add them per example inside the frozen base
 model, and the loss is cross-entropy with label smoothing on the target tokens only plus
-``reg_weight * (mean(A^2) + mean(B^2))`` (and, when ``rating_risk_weight`` > 0, the expected
-absolute error of rating answers: :class:`RatingScale`, :func:`rating_risk`). AdamW, linear
+``reg_weight * (mean(A^2) + mean(B^2))`` (optionally plus terms on rating answers: a CE over
+the rating scale and its expected absolute error, :class:`RatingScale`). AdamW, linear
 warmup then linear decay, global gradient-norm clipping, optional gradient checkpointing, bf16
 autocast on a GPU. It also runs the held-out loss and greedy rating MAE (own profile vs
 shuffled profiles), resumable checkpoints (state.py), the loss log and picture (metrics.py),
@@ -169,6 +169,11 @@ class RatingScale:
         return probs, torch.tensor(list(values.values()), device=probs.device)
 
 
+def _index_of(values: Tensor, gold: Tensor) -> Tensor:
+    """The position of each gold rating in the scale's ``values``."""
+    return (values[None, :] == gold[:, None]).int().argmax(dim=1)
+
+
 def rating_risk(probs: Tensor, values: Tensor, gold: Tensor) -> Tensor:
     """Expected absolute error per row: sum_k p(k) |value_k - gold| (minimised by putting all
     the mass on the median of the conditional rating distribution, the MAE-optimal answer)."""
@@ -214,8 +219,9 @@ def _resume_key(config: TrainConfig) -> str:
     run = config.run
     sections = config.to_dict()
     rest = {k: sections[k] for k in ("optim", "model", "hypernet", "profile", "oppu")}
-    if not config.optim.rating_risk_weight:  # off: checkpoints from before the term resume
-        rest["optim"].pop("rating_risk_weight")
+    for term in ("rating_ce_weight", "rating_risk_weight"):
+        if not getattr(config.optim, term):  # off: checkpoints from before the term resume
+            rest["optim"].pop(term)
     fixed = {
         "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
         "rest": hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16],
@@ -382,13 +388,20 @@ class Trainer:
                 golds.append(gold)
         return out
 
-    def _risk_sum(self, lm: LmLoss, draws: list[Draw]) -> Tensor:
-        """:func:`rating_risk` summed over the batch's rating examples (0 without any)."""
+    def _rating_terms(self, lm: LmLoss, draws: list[Draw]) -> Tensor:
+        """The rating terms of the objective summed over the batch's rating examples:
+        ``rating_ce_weight`` x CE over the scale + ``rating_risk_weight`` x :func:`rating_risk`
+        (0 without rating examples)."""
+        opt = self.config.optim
         total = lm.first_logits.new_zeros((), dtype=torch.float32)
         for task, (rows, golds) in self._rating_rows(draws, "train").items():
             probs, values = self.ratings.distribution(task, lm.first_logits[rows])
             gold = torch.tensor(golds, device=probs.device)
-            total = total + rating_risk(probs, values, gold).sum()
+            if opt.rating_ce_weight:
+                picked = probs[torch.arange(len(rows)), _index_of(values, gold)]
+                total = total - opt.rating_ce_weight * picked.clamp_min(1e-12).log().sum()
+            if opt.rating_risk_weight:
+                total = total + opt.rating_risk_weight * rating_risk(probs, values, gold).sum()
         return total
 
     # --- held-out loss -------------------------------------------------------------------
@@ -703,9 +716,8 @@ class Trainer:
                         # the micro-batch's mean over target tokens / examples, by parts
                         share = len(chunk) / len(draws)
                         loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
-                        if opt.rating_risk_weight:
-                            risk = self._risk_sum(lm, chunk) / len(draws)
-                            loss = loss + opt.rating_risk_weight * risk
+                        if opt.rating_ce_weight or opt.rating_risk_weight:
+                            loss = loss + self._rating_terms(lm, chunk) / len(draws)
                         acc.backward(loss / run.grad_accum)
                     finally:
                         self.injector.clear()

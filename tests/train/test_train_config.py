@@ -41,6 +41,7 @@ def test_paper_config_is_the_papers_recipe() -> None:
         ({"run": {"batch_size": 0}}, r"\[run\] batch_size = 0"),
         ({"optim": {"lr": -1.0}}, r"\[optim\] lr = -1.0"),
         ({"optim": {"rating_risk_weight": -0.5}}, r"\[optim\] rating_risk_weight = -0.5"),
+        ({"optim": {"rating_ce_weight": -1}}, r"\[optim\] rating_ce_weight = -1"),
         ({"profile": {"mode": "all"}}, r"\[profile\] mode = 'all'"),
         ({"data": {"split": "time"}}, r"\[data\] split = 'time'"),
         ({"run": {"batchsize": 4}}, r"\[run\] has unknown field\(s\) batchsize"),

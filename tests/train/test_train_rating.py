@@ -1,7 +1,7 @@
-"""The rating terms of the trainer: the expected absolute rating error added to the loss
-(``[optim] rating_risk_weight``) and the greedy rating MAE of the held-out evaluation, both read
-from the rating scale's tokens at the reply's first position, checked against a plain forward
-pass of the model."""
+"""The rating terms of the trainer: a CE over the rating scale and the expected absolute rating
+error added to the loss (``[optim] rating_ce_weight``, ``rating_risk_weight``) and the greedy
+rating MAE of the held-out evaluation, all read from the rating scale's tokens at the reply's
+first position, checked against a plain forward pass of the model."""
 
 from __future__ import annotations
 
@@ -79,10 +79,11 @@ def _first_target_logits(trainer: Trainer, draws, split: str) -> torch.Tensor:
     return logits[torch.arange(len(draws)), first - 1]
 
 
-def test_the_risk_term_adds_the_expected_error_of_each_rating_example(
+def test_the_rating_terms_add_the_scale_ce_and_expected_error_of_each_rating_example(
         tmp_path, tiny_base, tiny_base_dir) -> None:
-    weight = 0.7
-    with_risk = _trainer(tmp_path / "risk", tiny_base, tiny_base_dir, rating_risk_weight=weight)
+    w_ce, w_risk = 0.3, 0.7
+    with_risk = _trainer(tmp_path / "risk", tiny_base, tiny_base_dir, rating_ce_weight=w_ce,
+                         rating_risk_weight=w_risk)
     with_risk.trainable.eval()  # no dropout: both objectives see the same LoRAs
     torch.manual_seed(0)
     objective = with_risk.compute_gradients(0)
@@ -95,14 +96,16 @@ def test_the_risk_term_adds_the_expected_error_of_each_rating_example(
     with torch.no_grad():
         logits = _first_target_logits(with_risk, draws, "train")
     with_risk.close()
-    risks = []
+    terms = []
     for i, d in enumerate(draws):
         ex = with_risk.train_examples[d.index]
         if ex.task == "movielens":
             probs = torch.softmax(logits[i, _scale_ids(with_risk.base.tokenizer)], dim=-1)
-            risks.append(sum(float(p) * abs(k + 1 - float(ex.target)) for k, p in enumerate(probs)))
-    assert risks, "the batch has rating examples"
-    assert objective - plain == pytest.approx(weight * sum(risks) / len(draws), rel=1e-4)
+            gold = int(ex.target)
+            risk = sum(float(p) * abs(k + 1 - gold) for k, p in enumerate(probs))
+            terms.append(w_ce * -float(torch.log(probs[gold - 1])) + w_risk * risk)
+    assert terms, "the batch has rating examples"
+    assert objective - plain == pytest.approx(sum(terms) / len(draws), rel=1e-4)
 
 
 def test_held_out_greedy_mae_matches_the_model_argmax(tmp_path, tiny_base, tiny_base_dir) -> None:

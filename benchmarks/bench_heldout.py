@@ -5,8 +5,9 @@
 
 Runs the trainer's held-out evaluation (``Trainer.evaluate``: plain CE on the reply tokens of
 validation users' examples, once with their own profile and once with another user's of the same
-task; on rating tasks also the greedy rating's MAE) for a finished checkpoint, with more examples than training logs (``--examples``). The
-data is the config's prepared training data (``--prepared`` to name the folder). Writes
+task; on rating tasks also the greedy rating's MAE) for a finished checkpoint, with more
+examples than training logs (``--examples``). The data is the config's prepared training data
+(``--prepared`` to name the folder). Writes
 ``benchmarks/results/heldout_<checkpoint id>.json``.
 """
 

@@ -447,11 +447,33 @@ class TrainConfig:
             run = replace(run, out_dir=str(out_dir))
         return replace(self, run=run)
 
-    def fingerprint(self, *sections: str) -> str:
-        """sha256 prefix of some sections (all when none named): names a cache or a run."""
+    def fingerprint_sections(self, *sections: str) -> dict[str, Any]:
+        """Some sections as a dict (all when none named), without the keys of
+        :data:`_LATER_KEYS` while they are off: what fingerprints are taken of."""
         data = self.to_dict()
         chosen = {k: data[k] for k in (sections or tuple(data))}
-        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+        for (section, key), off in _LATER_KEYS.items():
+            if section in chosen and chosen[section].get(key) == off:
+                del chosen[section][key]
+        return chosen
+
+    def fingerprint(self, *sections: str) -> str:
+        """sha256 prefix of some sections (all when none named): names a cache or a run."""
+        return digest(self.fingerprint_sections(*sections))
+
+
+# Keys added after fingerprints had named runs and caches, with the value that behaves as
+# before they existed: left out of fingerprints at that value, so those names still hold.
+_LATER_KEYS: dict[tuple[str, str], Any] = {
+    ("data", "splits"): "",
+    ("optim", "rating_ce_weight"): 0.0,
+    ("optim", "rating_risk_weight"): 0.0,
+}
+
+
+def digest(data: Any) -> str:
+    """The 16-hex-digit sha256 prefix of ``data`` as sorted JSON (fingerprints, cache keys)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _toml_value(value: Any) -> str:

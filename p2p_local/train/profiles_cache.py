@@ -36,7 +36,7 @@ import numpy as np
 
 from p2p_local.errors import ConfigError, TrainingError
 from p2p_local.paths import cache_dir
-from p2p_local.train.config import TrainConfig
+from p2p_local.train.config import TrainConfig, digest
 from p2p_local.train.data import Example, TrainData
 
 Log = Callable[[str], None]
@@ -60,26 +60,22 @@ def prepared_dir(config: TrainConfig) -> Path:
     from p2p_local.embedding import DEFAULT_MAX_SEQ_LENGTH
     from p2p_local.profile.builder import PROFILE_FORMAT
 
-    key = json.dumps(
-        {
-            "v": PREP_VERSION,
-            "profile_format": PROFILE_FORMAT,
-            "fp": _data_fingerprint(config),
-            "embedding": _resolved_id(config.model.embedding),
-            "embedding_tokens": DEFAULT_MAX_SEQ_LENGTH,
-            "summarizer": _resolved_id(config.model.summarizer),
-        },
-        sort_keys=True,
-    )
-    return train_cache() / "prepared" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = {
+        "v": PREP_VERSION,
+        "profile_format": PROFILE_FORMAT,
+        "fp": _data_fingerprint(config),
+        "embedding": _resolved_id(config.model.embedding),
+        "embedding_tokens": DEFAULT_MAX_SEQ_LENGTH,
+        "summarizer": _resolved_id(config.model.summarizer),
+    }
+    return train_cache() / "prepared" / digest(key)
 
 
 def _data_fingerprint(config: TrainConfig) -> str:
     """``config.fingerprint("data", "profile")``, with saved splits named by their content (not
-    their path) and left out when unset, so configs without them keep their old folders."""
-    sections = config.to_dict()
-    chosen = {"data": sections["data"], "profile": sections["profile"]}
-    folder = chosen["data"].pop("splits")
+    their path)."""
+    chosen = config.fingerprint_sections("data", "profile")
+    folder = chosen["data"].pop("splits", "")
     if folder:
         h = hashlib.sha256()
         for task in config.data.tasks:
@@ -89,7 +85,7 @@ def _data_fingerprint(config: TrainConfig) -> str:
             except OSError as exc:
                 raise ConfigError(f"[data] splits: cannot read {path}: {exc}") from exc
         chosen["data"]["splits_digest"] = h.hexdigest()[:16]
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(chosen)
 
 
 def _resolved_id(spec: str) -> str:

@@ -20,7 +20,6 @@ Does not own data preparation (profiles_cache.py) or the command line (run.py, c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -217,14 +216,9 @@ def make_accelerator(config: TrainConfig) -> Any:
 def _resume_key(config: TrainConfig) -> str:
     """What must not change between a checkpoint and its resumption."""
     run = config.run
-    sections = config.to_dict()
-    rest = {k: sections[k] for k in ("optim", "model", "hypernet", "profile", "oppu")}
-    for term in ("rating_ce_weight", "rating_risk_weight"):
-        if not getattr(config.optim, term):  # off: checkpoints from before the term resume
-            rest["optim"].pop(term)
     fixed = {
         "run": [run.mode, run.seed, run.max_steps, run.max_seq_len, run.max_target_tokens],
-        "rest": hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16],
+        "rest": config.fingerprint("optim", "model", "hypernet", "profile", "oppu"),
         "tasks": list(config.data.tasks),
     }
     return json.dumps(fixed, sort_keys=True)

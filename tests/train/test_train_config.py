@@ -68,3 +68,15 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
 def test_overrides() -> None:
     cfg = TrainConfig().with_overrides(max_steps=7, out_dir="elsewhere")
     assert (cfg.run.max_steps, cfg.run.out_dir) == (7, "elsewhere")
+
+
+def test_keys_added_later_leave_fingerprints_alone_while_off() -> None:
+    """Runs and caches named before a key existed keep their names while it is off."""
+    plain = TrainConfig.from_dict({})
+    off = TrainConfig.from_dict({"optim": {"rating_risk_weight": 0.0}, "data": {"splits": ""}})
+    on = TrainConfig.from_dict({"optim": {"rating_risk_weight": 0.5}})
+    assert "rating_risk_weight" not in plain.fingerprint_sections("optim")["optim"]
+    assert "splits" not in plain.fingerprint_sections("data")["data"]
+    assert off.fingerprint() == plain.fingerprint()
+    assert on.fingerprint("optim") != plain.fingerprint("optim")
+    assert on.fingerprint_sections("optim")["optim"]["rating_risk_weight"] == 0.5

@@ -2,14 +2,15 @@
 
 Owns :func:`paired_by_user`: both methods' answers to the same queries, scored per user with the
 task's main metric (:data:`MAIN_METRIC`), the mean per-user difference and its bootstrap
-interval over users. Does not own producing or caching the answers (harness.py) or the metrics
-themselves (metrics.py).
+interval over users; :func:`paired_over_runs` does the same for two recipes given as several
+runs each (a user's score averaged over the runs). Does not own producing or caching the
+answers (harness.py) or the metrics themselves (metrics.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,18 +58,31 @@ def user_score(kind: str, answers: list[Answer]) -> float:
 def paired_by_user(kind: str, a: Mapping[str, Answer], b: Mapping[str, Answer], *,
                    resamples: int = 10000, seed: int = 0) -> PairedResult:
     """Compare methods A and B (answers keyed by query id) on the queries both answered."""
+    return paired_over_runs(kind, [a], [b], resamples=resamples, seed=seed)
+
+
+def paired_over_runs(kind: str, a_runs: Sequence[Mapping[str, Answer]],
+                     b_runs: Sequence[Mapping[str, Answer]], *, resamples: int = 10000,
+                     seed: int = 0) -> PairedResult:
+    """Compare A and B when each is several runs (e.g. one recipe trained with several seeds):
+    a user's score is the mean of their per-run scores, on the queries every run answered."""
     if kind not in MAIN_METRIC:
         raise EvaluationError(f"task kind must be one of {', '.join(MAIN_METRIC)}, got {kind!r}")
-    by_user: dict[str, tuple[list[Answer], list[Answer]]] = defaultdict(lambda: ([], []))
-    for qid, row in a.items():
-        if qid in b:
-            by_user[str(row["user_id"])][0].append(row)
-            by_user[str(row["user_id"])][1].append(b[qid])
+    if not a_runs or not b_runs:
+        raise EvaluationError("each side needs the answers of at least one run")
+    runs = [*a_runs, *b_runs]
+    shared = set(runs[0]).intersection(*runs[1:])
+    by_user: dict[str, list[str]] = defaultdict(list)
+    for qid in sorted(shared):
+        by_user[str(runs[0][qid]["user_id"])].append(qid)
     if len(by_user) < 2:
         raise EvaluationError("fewer than 2 users answered by both methods: nothing to compare")
     users = sorted(by_user)
-    diff = np.array([user_score(kind, by_user[u][0]) - user_score(kind, by_user[u][1])
-                     for u in users])
+
+    def mean_score(side: Sequence[Mapping[str, Answer]], user: str) -> float:
+        return float(np.mean([user_score(kind, [run[q] for q in by_user[user]]) for run in side]))
+
+    diff = np.array([mean_score(a_runs, u) - mean_score(b_runs, u) for u in users])
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
@@ -77,7 +91,7 @@ def paired_by_user(kind: str, a: Mapping[str, Answer], b: Mapping[str, Answer], 
     behind = diff < 0 if higher_better else diff > 0
     return PairedResult(
         metric=metric, higher_is_better=higher_better, users=len(users),
-        queries=sum(len(by_user[u][0]) for u in users),
+        queries=len(shared),
         mean_difference=float(diff.mean()), ci95=(float(low), float(high)),
         users_a_better=int(ahead.sum()), users_a_worse=int(behind.sum()),
         users_equal=int(len(users) - ahead.sum() - behind.sum()),

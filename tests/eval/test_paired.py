@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p_local.errors import EvaluationError
-from p2p_local.eval.paired import paired_by_user
+from p2p_local.eval.paired import paired_by_user, paired_over_runs
 
 
 def _answers(rows: list[tuple[str, str, str | None, str]]) -> dict[str, dict[str, object]]:
@@ -57,3 +57,33 @@ def test_needs_two_shared_users_and_a_known_kind() -> None:
         paired_by_user("rating", a, a)
     with pytest.raises(EvaluationError, match="task kind"):
         paired_by_user("ranking", a, a)
+
+
+def test_runs_average_each_users_score_before_the_difference() -> None:
+    # two runs of A against one of B; user x: A's MAE 0 and 2 (mean 1), B's 1 -> 0;
+    # user y: A's 0 and 1 (mean 0.5), B's 2 -> A better by 1.5
+    a1 = _answers([("q1", "x", "4", "4"), ("q2", "y", "5", "5")])
+    a2 = _answers([("q1", "x", "2", "4"), ("q2", "y", "4", "5")])
+    b = _answers([("q1", "x", "3", "4"), ("q2", "y", "3", "5")])
+    result = paired_over_runs("rating", [a1, a2], [b], resamples=500, seed=3)
+    assert result.mean_difference == pytest.approx((0.0 - 1.5) / 2)
+    assert (result.users_a_better, result.users_equal) == (1, 1)
+
+
+def test_runs_count_only_queries_every_run_answered() -> None:
+    a1 = _answers([("q1", "x", "4", "4"), ("q2", "y", "5", "5"), ("q3", "y", "1", "5")])
+    a2 = _answers([("q1", "x", "4", "4"), ("q2", "y", "5", "5")])  # q3 missing here
+    b = _answers([("q1", "x", "3", "4"), ("q2", "y", "5", "5"), ("q3", "y", "5", "5")])
+    result = paired_over_runs("rating", [a1, a2], [b], resamples=100)
+    assert result.queries == 2
+    assert result.mean_difference == pytest.approx((-1.0 + 0.0) / 2)
+    assert paired_by_user("rating", a1, b, resamples=100).queries == 3
+
+
+def test_one_run_a_side_is_the_plain_paired_comparison() -> None:
+    a = _answers([("q1", "x", "the cat sat", "the cat sat"), ("q2", "y", "a dog", "the cat")])
+    b = _answers([("q1", "x", "a dog", "the cat sat"), ("q2", "y", "the cat", "the cat")])
+    assert paired_over_runs("generation", [a], [b], resamples=200, seed=5) == paired_by_user(
+        "generation", a, b, resamples=200, seed=5)
+    with pytest.raises(EvaluationError, match="at least one run"):
+        paired_over_runs("generation", [], [b])

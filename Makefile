@@ -30,12 +30,13 @@ install-test: $(PY)
 
 DEMO_ENV := P2P_LOCAL_HOME=$(DEMO_HOME) P2P_LOCAL_PASSPHRASE=$(DEMO_PASSPHRASE)
 
+# The demo's chat is greedy (--temperature 0), so its reply does not change from run to run.
 demo: install
 	$(DEMO_ENV) $(CLI) models fetch
 	$(DEMO_ENV) $(CLI) users | grep -qx demo || $(DEMO_ENV) $(CLI) init --user demo
 	$(DEMO_ENV) $(CLI) ingest --user demo p2p_local/data/sample_history.jsonl
 	$(DEMO_ENV) $(CLI) history stats --user demo
-	$(DEMO_ENV) $(CLI) chat --user demo --max-tokens 64 --once "In one sentence, what is the capital of France?"
+	$(DEMO_ENV) $(CLI) chat --user demo --max-tokens 64 --temperature 0 --once "Name the capital city of France."
 
 test: install-test
 	$(VENV)/bin/ruff check p2p_local cli tests benchmarks

@@ -64,7 +64,7 @@ def compare_task(task: str, split: str, recipes: dict[str, list[Path]], method: 
         raise SystemExit(f"{task}: the runs were not evaluated on the same users; rerun them "
                          "with the same --users and --splits-dir")
     metric = MAIN_METRIC[kind][0]
-    (a_name, a_runs), (b_name, b_runs) = runs.items()
+    a_name, b_name = runs
     answers = {name: [_answers(r, method) for r in rs] for name, rs in runs.items()}
     per_run = {name: [r["results"][method][metric] for r in rs] for name, rs in runs.items()}
     within: dict[str, dict[str, Any]] = {}

@@ -35,6 +35,16 @@ def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[
     return {r["query_id"]: r for r in rows}
 
 
+def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+    """One method's cached answers for a quality results file, limited to the file's users."""
+    from p2p_local.paths import cache_dir
+
+    folder = cache_dir() / "eval" / f"{results['task']}-{results['split']}"
+    users = set(results["meta"]["user_ids"])
+    answers = load_answers(folder, method, results["methods"][method]["fingerprint"])
+    return {q: r for q, r in answers.items() if r["user_id"] in users}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, help="a quality_<task>_<split>.json")
@@ -47,23 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from p2p_local.eval.paired import paired_by_user
-    from p2p_local.paths import cache_dir
 
     data = json.loads(args.results.read_text())
     task, split, kind = data["task"], data["split"], data["kind"]
-    folder = cache_dir() / "eval" / f"{task}-{split}"
-    user_ids = set(data["meta"]["user_ids"])
-    fingerprints = {name: m["fingerprint"] for name, m in data["methods"].items()}
     comparisons: dict[str, Any] = {}
     for pair in args.pairs.split(","):
         a_name, _, b_name = pair.strip().partition(":")
-        if a_name not in fingerprints or b_name not in fingerprints:
+        if a_name not in data["methods"] or b_name not in data["methods"]:
             continue
-        a, b = (
-            {q: r for q, r in load_answers(folder, name, fingerprints[name]).items()
-             if r["user_id"] in user_ids}
-            for name in (a_name, b_name)
-        )
+        a, b = run_answers(data, a_name), run_answers(data, b_name)
         result = paired_by_user(kind, a, b, resamples=args.resamples, seed=args.seed)
         comparisons[f"{a_name} - {b_name}"] = result.to_dict()
     report = {"task": task, "split": split, "results_file": args.results.name,

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench_paired import load_answers
+from bench_paired import run_answers
 
 
 def _load_run(folder: Path, task: str, split: str) -> dict[str, Any]:
@@ -41,15 +41,10 @@ def _load_run(folder: Path, task: str, split: str) -> dict[str, Any]:
 
 
 def _answers(run: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
-    from p2p_local.paths import cache_dir
-
     if method not in run["methods"]:
         raise SystemExit(f"{run['task']}: a run has no {method!r} answers (command: "
                          f"{run.get('command', '?')})")
-    folder = cache_dir() / "eval" / f"{run['task']}-{run['split']}"
-    users = set(run["meta"]["user_ids"])
-    return {q: r for q, r in load_answers(folder, method, run["methods"][method]["fingerprint"])
-            .items() if r["user_id"] in users}
+    return run_answers(run, method)
 
 
 def compare_task(task: str, split: str, recipes: dict[str, list[Path]], method: str,

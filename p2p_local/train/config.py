@@ -163,6 +163,13 @@ class OptimSettings:
                      rating| (0 = off). Cross-entropy makes the greedy answer the most likely
                      rating (the mode); this term moves it toward the rating that minimises the
                      absolute error (the median), which is what MAE scores.
+    contrast_weight: weight of a hinge asking each training reply to fit its own user's
+                     profile better than another user's of the same task (0 = off, the paper's
+                     recipe): max(0, contrast_margin + CE(own) - CE(other)) per example, CE
+                     averaged over its reply tokens, the gradient through both. It costs a
+                     second forward and backward of the base model per step (mode "p2p" only,
+                     without grad_checkpointing).
+    contrast_margin: the hinge's margin, in nats per reply token.
     beta1, beta2, eps: AdamW's.
     """
 
@@ -175,6 +182,8 @@ class OptimSettings:
     reg_weight: float = 1e-3
     rating_ce_weight: float = 0.0
     rating_risk_weight: float = 0.0
+    contrast_weight: float = 0.0
+    contrast_margin: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -190,6 +199,8 @@ class OptimSettings:
         _num(s, "reg_weight", self.reg_weight, 0.0, 1e3)
         _num(s, "rating_ce_weight", self.rating_ce_weight, 0.0, 1e3)
         _num(s, "rating_risk_weight", self.rating_risk_weight, 0.0, 1e3)
+        _num(s, "contrast_weight", self.contrast_weight, 0.0, 1e3)
+        _num(s, "contrast_margin", self.contrast_margin, 0.0, 100.0)
         _num(s, "beta1", self.beta1, 0.0, 0.9999)
         _num(s, "beta2", self.beta2, 0.0, 0.99999)
         _num(s, "eps", self.eps, 0.0, 1.0, open_low=True)
@@ -373,6 +384,13 @@ class TrainConfig:
         if self.run.init_shared and not hypernet.shared_lora:
             raise _fail("run", "init_shared", self.run.init_shared,
                         "needs [hypernet] shared_lora = true")
+        if self.optim.contrast_weight and self.run.mode != "p2p":
+            raise _fail("optim", "contrast_weight", self.optim.contrast_weight,
+                        "compares profiles, so it needs run.mode = 'p2p'")
+        if self.optim.contrast_weight and self.run.grad_checkpointing:
+            raise _fail("optim", "contrast_weight", self.optim.contrast_weight,
+                        "runs two adapters per batch, which gradient checkpointing cannot "
+                        "replay: set [run] grad_checkpointing = false")
         if self.run.mode == "oppu" and not (self.oppu.task and self.oppu.user):
             raise _fail(
                 "oppu", "user", self.oppu.user, "run.mode = 'oppu' needs [oppu] task and user"
@@ -468,6 +486,8 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
     ("data", "splits"): "",
     ("optim", "rating_ce_weight"): 0.0,
     ("optim", "rating_risk_weight"): 0.0,
+    ("optim", "contrast_weight"): 0.0,
+    ("optim", "contrast_margin"): 0.1,
 }
 
 

@@ -299,6 +299,25 @@ class TaskSampler:
             draws.append(Draw(idx, self.embedding_row(self.examples[idx], c)))
         return draws
 
+    def donor_rows(self, step: int, draws: Sequence[Draw], *, salt: Sequence[int] = ()
+                   ) -> list[int]:
+        """For each draw, a profile embedding of another user of the same task (a seeded
+        pick among the task's examples; the draw's own row when the task has one user).
+        ``salt`` (e.g. micro-batch and process) keeps different slices of a step apart."""
+        rng = np.random.default_rng([self.seed, step, 3, *salt])
+        out = []
+        for d in draws:
+            ex = self.examples[d.index]
+            group = self.groups[self.tasks.index(ex.task)]
+            row = d.emb_row
+            for _ in range(16):
+                other = self.examples[int(group[rng.integers(len(group))])]
+                if other.user_id != ex.user_id:
+                    row = self.embedding_row(other, float(rng.random()))
+                    break
+            out.append(row)
+        return out
+
     def embedding_row(self, ex: Example, coin: float = 0.0) -> int:
         if self.mode == "user" or (self.mode == "both" and coin < 0.5):
             return ex.emb_user if ex.emb_user >= 0 else ex.emb_query

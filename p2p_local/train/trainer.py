@@ -96,14 +96,19 @@ class TrainResult:
 class LmLoss:
     loss: Tensor  # the objective (label-smoothed CE, mean over target tokens)
     n_tokens: int
-    nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens (detached)
+    nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens
     tokens_rows: Tensor  # [batch] target tokens per row
     first_logits: Tensor  # [batch, vocab] logits of each row's first target token
 
     @property
     def nll_sum(self) -> Tensor:
         """Plain CE summed over all target tokens (detached)."""
-        return self.nll_rows.sum()
+        return self.nll_rows.detach().sum()
+
+    @property
+    def row_ce(self) -> Tensor:
+        """Plain CE per row, averaged over its target tokens (differentiable)."""
+        return self.nll_rows / self.tokens_rows.clamp(min=1)
 
 
 def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
@@ -121,8 +126,11 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
     target = labels[mask]
     if target.numel() == 0:
         raise TrainingError("a batch has no target tokens: raise run.max_seq_len")
-    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-    token_nll = F.cross_entropy(logits.detach(), target, reduction="none")
+    token_nll = F.cross_entropy(logits, target, reduction="none")
+    if label_smoothing:
+        loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    else:
+        loss = token_nll.mean()
     row_of_token = mask.nonzero(as_tuple=True)[0]
     nll_rows = torch.zeros(mask.shape[0], dtype=token_nll.dtype, device=token_nll.device)
     nll_rows.index_add_(0, row_of_token, token_nll)
@@ -177,6 +185,13 @@ def rating_risk(probs: Tensor, values: Tensor, gold: Tensor) -> Tensor:
     """Expected absolute error per row: sum_k p(k) |value_k - gold| (minimised by putting all
     the mass on the median of the conditional rating distribution, the MAE-optimal answer)."""
     return (probs * (values[None, :] - gold[:, None]).abs()).sum(dim=-1)
+
+
+def contrast_hinge(own: LmLoss, other: LmLoss, margin: float) -> Tensor:
+    """Per row: max(0, margin + CE with the own profile - CE with another user's), CE
+    averaged over the row's reply tokens. Zero once the own profile fits the reply better by
+    ``margin`` nats a token; until then it pushes the two adapters apart on this reply."""
+    return F.relu(margin + own.row_ce - other.row_ce)
 
 
 class _Schedule:
@@ -712,6 +727,12 @@ class Trainer:
                         loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
                         if opt.rating_ce_weight or opt.rating_risk_weight:
                             loss = loss + self._rating_terms(lm, chunk) / len(draws)
+                        if opt.contrast_weight:
+                            donors = self.sampler.donor_rows(step, chunk,
+                                                             salt=(micro, c, self.rank))
+                            other, _ = self._forward(self.model, batch, 0.0, donors)
+                            hinge = contrast_hinge(lm, other, opt.contrast_margin)
+                            loss = loss + opt.contrast_weight * hinge.sum() / len(draws)
                         acc.backward(loss / run.grad_accum)
                     finally:
                         self.injector.clear()

@@ -96,7 +96,8 @@ class TrainResult:
 class LmLoss:
     loss: Tensor  # the objective (label-smoothed CE, mean over target tokens)
     n_tokens: int
-    nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens
+    nll_rows: Tensor  # [batch] plain CE summed over each row's target tokens (detached unless
+    #                   lm_loss was asked for row gradients)
     tokens_rows: Tensor  # [batch] target tokens per row
     first_logits: Tensor  # [batch, vocab] logits of each row's first target token
 
@@ -107,14 +108,16 @@ class LmLoss:
 
     @property
     def row_ce(self) -> Tensor:
-        """Plain CE per row, averaged over its target tokens (differentiable)."""
+        """Plain CE per row, averaged over its target tokens (differentiable with row_grad)."""
         return self.nll_rows / self.tokens_rows.clamp(min=1)
 
 
-def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
+def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float,
+            row_grad: bool = False) -> LmLoss:
     """Cross-entropy of the next token on target positions only.
 
     The LM head runs only where a label exists (the prompt's logits are never computed).
+    ``row_grad`` keeps the per-row CE differentiable (the contrastive term needs it).
     """
     decoder = model.get_decoder()
     hidden = decoder(
@@ -126,11 +129,9 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> LmLoss:
     target = labels[mask]
     if target.numel() == 0:
         raise TrainingError("a batch has no target tokens: raise run.max_seq_len")
-    token_nll = F.cross_entropy(logits, target, reduction="none")
-    if label_smoothing:
-        loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
-    else:
-        loss = token_nll.mean()
+    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+    token_nll = F.cross_entropy(logits if row_grad else logits.detach(), target,
+                                reduction="none")
     row_of_token = mask.nonzero(as_tuple=True)[0]
     nll_rows = torch.zeros(mask.shape[0], dtype=token_nll.dtype, device=token_nll.device)
     nll_rows.index_add_(0, row_of_token, token_nll)
@@ -369,7 +370,8 @@ class Trainer:
         return collate(encoded, [d.emb_row for d in draws], self.base.pad_id).to(self.acc.device)
 
     def _forward(self, model: nn.Module, batch: Batch, label_smoothing: float,
-                 emb_rows: list[int] | None = None) -> tuple[LmLoss, Tensor]:
+                 emb_rows: list[int] | None = None,
+                 row_grad: bool = False) -> tuple[LmLoss, Tensor]:
         """Generate the LoRAs, set them in the hooks and run the base model.
 
         The hooks keep the LoRAs until the caller clears them, after the backward pass
@@ -380,7 +382,7 @@ class Trainer:
         with self.acc.autocast():
             weights = model(emb)
             self.injector.set(weights)
-            lm = lm_loss(self.base.model, batch, label_smoothing)
+            lm = lm_loss(self.base.model, batch, label_smoothing, row_grad)
             reg = weights.squared_mean()
         return lm, reg
 
@@ -721,7 +723,8 @@ class Trainer:
                 batch = self._batch(chunk)
                 with nullcontext() if last else acc.no_sync(self.model):
                     try:
-                        lm, reg = self._forward(self.model, batch, opt.label_smoothing)
+                        lm, reg = self._forward(self.model, batch, opt.label_smoothing,
+                                                row_grad=bool(opt.contrast_weight))
                         # the micro-batch's mean over target tokens / examples, by parts
                         share = len(chunk) / len(draws)
                         loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
@@ -730,7 +733,8 @@ class Trainer:
                         if opt.contrast_weight:
                             donors = self.sampler.donor_rows(step, chunk,
                                                              salt=(micro, c, self.rank))
-                            other, _ = self._forward(self.model, batch, 0.0, donors)
+                            other, _ = self._forward(self.model, batch, 0.0, donors,
+                                                     row_grad=True)
                             hinge = contrast_hinge(lm, other, opt.contrast_margin)
                             loss = loss + opt.contrast_weight * hinge.sum() / len(draws)
                         acc.backward(loss / run.grad_accum)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_quality.py --task movielens --split random \\
         [--users 5] [--methods base,rag,pag,p2p,p2p-shuffled] [--checkpoint DIR] \\
-        [--mt-lora DIR] [--queries 3] [--max-tokens N] [--repeat-penalty 1.1] [--threads N]
+        [--mt-lora DIR] [--queries 8] [--max-tokens N] [--repeat-penalty 1.1] [--threads N]
 
 ``--task all`` runs the four built-in tasks one after the other and also writes a combined
 table (``quality_<split>.md``). Each (task, split) writes
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                     "installed or given; --mt-lora also adds oppu)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--mt-lora", default=None)
-    ap.add_argument("--queries", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=8,
+                    help="held-out queries per test user (training's data.max_queries)")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--splits-dir", type=Path, default=None,
                     help="a folder of saved splits, <task>.json each (the training data "

@@ -62,7 +62,8 @@ def evaluate(
     queries: Annotated[int, typer.Option(
         "--queries", min=1, help="Held-out queries per test user of a built-in task (at most "
         "N of their items, most recent first where items have a time; the history is the rest, "
-        "so an OOD split computed here rather than read from --split-file depends on it).")] = 3,
+        "so an OOD split computed here rather than read from --split-file depends on it). "
+        "Default 8, the shipped recipes' data.max_queries.")] = 8,
     backend: Annotated[str, typer.Option(
         "--backend", help="llamacpp (fast, default) or hf (transformers + PEFT).")
     ] = "llamacpp",

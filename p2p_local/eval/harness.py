@@ -67,7 +67,9 @@ class EvalSettings:
     methods:     method names (``p2p_local.baselines.METHODS``).
     users:       evaluate at most this many held-out users (a seeded sample); None = all.
     queries:     held-out queries per user of a built-in task (at most N of the user's items;
-                 the history is the rest).
+                 the history is the rest). Keep it equal to training's ``data.max_queries``
+                 (8 in the shipped recipes, the default) so the profiles are built from the
+                 same history training saw and a recomputed OOD split is training's.
     split_seed:  the split's seed (training's ``data.split_seed``).
     backend:     "llamacpp" (default, fast) or "hf" (transformers + PEFT).
     model:       the base model: a registry name or a GGUF path.
@@ -83,7 +85,7 @@ class EvalSettings:
                                 "p2p-shuffled", "p2p-random", "p2p-summary-only",
                                 "p2p-retrieval-only")
     users: int | None = None
-    queries: int = 3
+    queries: int = 8
     split_seed: int = 0
     backend: str = "llamacpp"
     model: str = "base"

@@ -65,3 +65,20 @@ def test_eval_p2p_without_a_checkpoint_fails_before_answering(
                                  "--out", str(out), "--no-progress"])
     assert result.exit_code == 6 and "no hypernetwork checkpoint" in result.output
     assert not (out / "predictions").exists()  # nothing was answered
+
+
+def test_default_queries_match_the_shipped_recipes() -> None:
+    """Evaluation holds out as many queries per user as training did, so the profiles come
+    from the same history and a recomputed OOD split is training's."""
+    import inspect
+
+    from p2p_local.cli.eval import evaluate
+
+    from p2p_local.eval.harness import EvalSettings
+    from p2p_local.train.config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[2] / "models" / "hypernets" / "configs"
+    shipped = {TrainConfig.load(configs / name).data.max_queries
+               for name in ("cpu_default.toml", "cpu_ood.toml")}
+    cli_default = inspect.signature(evaluate).parameters["queries"].default
+    assert shipped == {EvalSettings(data="movielens").queries} == {cli_default}

@@ -1,6 +1,6 @@
 """Does the profile embedding carry the user's rating habit? A linear probe on MovieLens.
 
-    .venv/bin/python benchmarks/bench_profile_probe.py [--alpha 1.0] [--queries 3]
+    .venv/bin/python benchmarks/bench_profile_probe.py [--alpha 1.0] [--queries 8]
     .venv/bin/python benchmarks/bench_profile_probe.py --split-file <prepared>/splits/movielens.json
 
 For every MovieLens user of the random split (seed 0), or of a saved split (``--split-file``,
@@ -8,11 +8,11 @@ e.g. the OOD split a training data folder keeps), the per-user profile is embedd
 with the default embedder: as built (the statistics open with the rating habit in words) and
 with the habit sentence left out (the numbers only). A ridge regression fitted on the training
 users' embeddings predicts the ratings of their held-out queries; it is scored on the
-held-out users' queries (random: validation + test users; a saved split: its test users; MAE
-of the rounded, clipped prediction) against the best constant answer and against rounding the
-user's own mean rating. If the embedding cannot
-tell users apart, no hypernetwork reading it can; if the user's own mean rating does not beat
-the constant, a profile of the user's habit alone cannot either. Writes
+held-out users' queries (random: validation + test users, and the test users alone, whom the
+quality tables score; a saved split: its test users; MAE of the rounded, clipped prediction)
+against the best constant answer and against rounding the user's own mean rating. If the
+embedding cannot tell users apart, no hypernetwork reading it can; if the user's own mean
+rating does not beat the constant, a profile of the user's habit alone cannot either. Writes
 ``benchmarks/results/profile_probe.json`` (``profile_probe_<kind>.json`` for a saved split).
 """
 
@@ -33,7 +33,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alpha", type=float, default=1.0, help="ridge regularisation")
-    ap.add_argument("--queries", type=int, default=3, help="held-out queries per user")
+    ap.add_argument("--queries", type=int, default=8,
+                    help="held-out queries per user (training's data.max_queries)")
     ap.add_argument("--split-file", type=Path, default=None,
                     help="a saved split (a training data folder's splits/movielens.json)")
     ap.add_argument("--out", type=Path, default=None)
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     embedder = load_embedder("embedding")
     task = dataset.spec.description
 
-    def features(user_ids: list[str], habit: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        texts, targets, means, rows = [], [], [], []
+    def features(user_ids: list[str], habit: bool) -> tuple[np.ndarray, ...]:
+        """Per query: the user's profile embedding, the true rating, the user's mean, the user."""
+        texts, targets, means, rows, owners = [], [], [], [], []
         for uid in user_ids:
             user = dataset.user(uid)
             stats = compute_statistics(user.history)
@@ -76,33 +78,44 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(len(texts) - 1)
                 targets.append(float(q.output or 0))
                 means.append(stats.mean_rating)
+                owners.append(uid)
         vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
-        return vectors[rows], np.asarray(targets), np.asarray(means)
+        return vectors[rows], np.asarray(targets), np.asarray(means), np.asarray(owners)
 
     def rounded(x: np.ndarray) -> np.ndarray:
         return np.clip(np.round(x), 1, 5)
 
-    results: dict[str, float] = {}
+    predictions: dict[str, np.ndarray] = {}
     for habit in (True, False):
-        x_train, y_train, _ = features(list(split.train), habit)
-        x_eval, y_eval, means = features(held_out, habit)
+        x_train, y_train, _, _ = features(list(split.train), habit)
+        x_eval, y_eval, means, owners = features(held_out, habit)
         probe = Ridge(alpha=args.alpha).fit(x_train, y_train)
-        name = "with_habit" if habit else "numbers_only"
-        results[f"probe_mae_{name}"] = float(np.abs(rounded(probe.predict(x_eval)) - y_eval).mean())
+        predictions["with_habit" if habit else "numbers_only"] = rounded(probe.predict(x_eval))
     values, counts = np.unique(y_train, return_counts=True)
     constant = float(values[np.argmax(counts)])
-    results["best_constant"] = constant
-    results["best_constant_mae"] = float(np.abs(constant - y_eval).mean())
-    results["own_mean_rating_mae"] = float(np.abs(rounded(means) - y_eval).mean())
 
+    def scored(rows: np.ndarray) -> dict[str, float]:
+        y = y_eval[rows]
+        results = {f"probe_mae_{name}": float(np.abs(pred[rows] - y).mean())
+                   for name, pred in predictions.items()}
+        results["best_constant"] = constant
+        results["best_constant_mae"] = float(np.abs(constant - y).mean())
+        results["own_mean_rating_mae"] = float(np.abs(rounded(means[rows]) - y).mean())
+        return {k: round(v, 4) for k, v in results.items()}
+
+    every = np.ones(len(y_eval), dtype=bool)
+    tested = np.isin(owners, list(split.test))
     report = {
         "task": "movielens",
         "split": described,
+        "queries_per_user": args.queries,
         "n_train_queries": int(len(y_train)),
         "n_eval_queries": int(len(y_eval)),
         "embedding_model": embedder.model_id,
         "ridge_alpha": args.alpha,
-        "results": {k: round(v, 4) for k, v in results.items()},
+        "results": scored(every),
+        "n_test_queries": int(tested.sum()),
+        "results_test_users": scored(tested),
         "seconds": round(time.perf_counter() - t0, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }

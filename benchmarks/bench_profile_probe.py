@@ -31,9 +31,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from p2p_local.eval.harness import EvalSettings  # its default queries per user: training's
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alpha", type=float, default=1.0, help="ridge regularisation")
-    ap.add_argument("--queries", type=int, default=8,
+    ap.add_argument("--queries", type=int, default=EvalSettings.queries,
                     help="held-out queries per user (training's data.max_queries)")
     ap.add_argument("--split-file", type=Path, default=None,
                     help="a saved split (a training data folder's splits/movielens.json)")

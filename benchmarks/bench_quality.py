@@ -30,6 +30,8 @@ DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,p2p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from p2p_local.eval.harness import EvalSettings  # its default queries per user: training's
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="movielens", help=f"one of {', '.join(TASKS)}, or all")
     ap.add_argument("--split", default="random", choices=("random", "ood"))
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                     "installed or given; --mt-lora also adds oppu)")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--mt-lora", default=None)
-    ap.add_argument("--queries", type=int, default=8,
+    ap.add_argument("--queries", type=int, default=EvalSettings.queries,
                     help="held-out queries per test user (training's data.max_queries)")
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--splits-dir", type=Path, default=None,
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     from p2p_local.baselines import MethodSettings, parse_methods
-    from p2p_local.eval.harness import EvalSettings, run_evaluation
+    from p2p_local.eval.harness import run_evaluation
     from p2p_local.eval.report import combined_table
     from p2p_local.paths import cache_dir
 

@@ -110,6 +110,26 @@ class LoraWeights:
         terms += [v.pow(2).mean() for v in self.b.values()]
         return torch.stack(terms).sum()
 
+    def relative_distance(self, reference: LoraWeights) -> Tensor:
+        """How far each user's updates ``B @ A`` are from ``reference``'s, per user [B]:
+        sum over layers of ||BA - B0A0||^2 / sum of ||B0A0||^2, averaged over module types.
+
+        Computed on r x r Gram matrices (never the full update), so it costs little more
+        than the LoRA matrices themselves. The LoRA scale is common to both and cancels.
+        """
+        terms = []
+        for name, a in self.a.items():
+            a0, b0 = reference.a[name], reference.b[name]
+            left = torch.cat([self.b[name], -b0], dim=-1)  # [B, L, out, 2r]
+            right = torch.cat([a, a0], dim=-2)  # [B, L, 2r, in]
+            # ||left @ right||_F^2 = sum((left^T left) * (right right^T))
+            gap = (left.transpose(-1, -2) @ left) * (right @ right.transpose(-1, -2))
+            gap_sq = gap.sum(dim=(-1, -2)).clamp_min(0.0).sum(dim=-1)  # [B]
+            ref = (b0.transpose(-1, -2) @ b0) * (a0 @ a0.transpose(-1, -2))
+            ref_sq = ref.sum(dim=(-1, -2)).sum(dim=-1)
+            terms.append(gap_sq / ref_sq.clamp_min(1e-12))
+        return torch.stack(terms).mean(dim=0)
+
 
 class _ResidualBlock(nn.Module):
     """x + MLP(LayerNorm(x))."""

@@ -170,6 +170,12 @@ class OptimSettings:
                      second forward and backward of the base model per step (mode "p2p" only,
                      without grad_checkpointing).
     contrast_margin: the hinge's margin, in nats per reply token.
+    anchor_tasks:    tasks of ``[data] tasks`` this run does not train on: their training
+                     profiles hold the network to the adapters it started with (``[run]
+                     init_from``), so a stage can teach one task without moving the others.
+    anchor_weight:   weight of that hold: per step, ``batch_size`` anchor profiles, each
+                     one's relative distance sum ||BA - B0A0||^2 / sum ||B0A0||^2 to the
+                     starting network's updates (``LoraWeights.relative_distance``), averaged.
     beta1, beta2, eps: AdamW's.
     """
 
@@ -184,6 +190,8 @@ class OptimSettings:
     rating_risk_weight: float = 0.0
     contrast_weight: float = 0.0
     contrast_margin: float = 0.1
+    anchor_tasks: tuple[str, ...] = ()
+    anchor_weight: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -201,6 +209,13 @@ class OptimSettings:
         _num(s, "rating_risk_weight", self.rating_risk_weight, 0.0, 1e3)
         _num(s, "contrast_weight", self.contrast_weight, 0.0, 1e3)
         _num(s, "contrast_margin", self.contrast_margin, 0.0, 100.0)
+        object.__setattr__(self, "anchor_tasks", tuple(self.anchor_tasks))
+        if not all(isinstance(t, str) and t for t in self.anchor_tasks):
+            raise _fail(s, "anchor_tasks", self.anchor_tasks, "must list task names")
+        _num(s, "anchor_weight", self.anchor_weight, 0.0, 1e6)
+        if bool(self.anchor_tasks) != bool(self.anchor_weight):
+            raise _fail(s, "anchor_weight", self.anchor_weight,
+                        "and anchor_tasks go together: set both (or neither)")
         _num(s, "beta1", self.beta1, 0.0, 0.9999)
         _num(s, "beta2", self.beta2, 0.0, 0.99999)
         _num(s, "eps", self.eps, 0.0, 1.0, open_low=True)
@@ -391,10 +406,23 @@ class TrainConfig:
             raise _fail("optim", "contrast_weight", self.optim.contrast_weight,
                         "runs two adapters per batch, which gradient checkpointing cannot "
                         "replay: set [run] grad_checkpointing = false")
+        if self.optim.anchor_tasks:
+            self._check_anchor()
         if self.run.mode == "oppu" and not (self.oppu.task and self.oppu.user):
             raise _fail(
                 "oppu", "user", self.oppu.user, "run.mode = 'oppu' needs [oppu] task and user"
             )
+
+    def _check_anchor(self) -> None:
+        anchors, tasks = self.optim.anchor_tasks, self.data.tasks
+        if self.run.mode != "p2p" or not self.run.init_from:
+            raise _fail("optim", "anchor_tasks", list(anchors),
+                        "holds a started hypernetwork in place: it needs run.mode = 'p2p' "
+                        "and [run] init_from")
+        if tasks and not set(anchors) < set(tasks):
+            raise _fail("optim", "anchor_tasks", list(anchors),
+                        f"must be some, not all, of [data] tasks {list(tasks)}: the others "
+                        "are what the run trains")
 
     # --- (de)serialisation ---------------------------------------------------------------
 
@@ -488,6 +516,8 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
     ("optim", "rating_risk_weight"): 0.0,
     ("optim", "contrast_weight"): 0.0,
     ("optim", "contrast_margin"): 0.1,
+    ("optim", "anchor_tasks"): [],
+    ("optim", "anchor_weight"): 0.0,
 }
 
 

@@ -6,7 +6,9 @@ the examples' profile embeddings into LoRA weights, forward hooks
 (:class:`~p2p_local.hypernet.inject.LoraInjector`) add them per example inside the frozen base
 model, and the loss is cross-entropy with label smoothing on the target tokens only plus
 ``reg_weight * (mean(A^2) + mean(B^2))`` (optionally plus terms on rating answers: a CE over
-the rating scale and its expected absolute error, :class:`RatingScale`). AdamW, linear
+the rating scale and its expected absolute error, :class:`RatingScale`; a hinge preferring
+the own profile to another user's; an anchor holding some tasks' adapters to those of the
+network the run started from, while it trains the other tasks). AdamW, linear
 warmup then linear decay, global gradient-norm clipping, optional gradient checkpointing, bf16
 autocast on a GPU. It also runs the held-out loss and greedy rating MAE (own profile vs
 shuffled profiles), resumable checkpoints (state.py), the loss log and picture (metrics.py),
@@ -20,12 +22,14 @@ Does not own data preparation (profiles_cache.py) or the command line (run.py, c
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import platform
 import random
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -283,8 +287,19 @@ class Trainer:
         self.mode = run.mode
         self.out_dir = Path(run.out_dir)
         self.targets = targets_for(config, base)
-        self.train_examples = data.split("train")
+        anchors = set(config.optim.anchor_tasks)
+        self.train_examples = [ex for ex in data.split("train") if ex.task not in anchors]
         self.val_examples = data.split("val")
+        # the anchor: training profiles of the tasks the run holds in place, not trains
+        self.anchor_rows = sorted({
+            r for ex in data.split("train") if ex.task in anchors
+            for r in (ex.emb_user, ex.emb_query) if r >= 0
+        })
+        if anchors and not self.anchor_rows:
+            raise TrainingError(
+                f"[optim] anchor_tasks {sorted(anchors)} have no training profiles in this "
+                "data: list tasks that [data] tasks prepared"
+            )
         self.ratings = RatingScale(base.tokenizer, sorted({ex.task for ex in data.examples}))
         self.sampler = TaskSampler(self.train_examples, seed=run.seed, mode=config.profile.mode)
         self._encoded: dict[tuple[str, int], Encoded] = {}
@@ -295,6 +310,10 @@ class Trainer:
         if isinstance(trainable, HyperNetwork) and trainable.settings.whiten_input:
             if not run.init_from:  # a started network keeps its own whitening
                 trainable.fit_whitening(torch.from_numpy(data.embeddings[self._train_rows()]))
+        # the network as it started, which the anchor holds the anchor tasks' adapters to
+        self.reference: nn.Module | None = None
+        if self.anchor_rows:
+            self.reference = copy.deepcopy(trainable).eval().requires_grad_(False)
         opt = config.optim
         optimizer = torch.optim.AdamW(
             trainable.parameters(),
@@ -321,6 +340,8 @@ class Trainer:
             base.model.train()  # transformers checkpoints only in training mode
         else:
             base.model.eval()
+        if self.reference is not None:
+            self.reference.to(device)
         self.injector = LoraInjector(base.model, self.targets)
         self.embeddings = torch.from_numpy(np.ascontiguousarray(data.embeddings)).to(device)
         self.is_main = self.acc.is_main_process
@@ -415,6 +436,22 @@ class Trainer:
                 total = total + opt.rating_risk_weight * rating_risk(probs, values, gold).sum()
         return total
 
+    def _anchor_distance(self, model: nn.Module, rows: list[int]) -> Tensor:
+        """Mean relative distance of ``model``'s adapters for the profiles ``rows`` from the
+        starting network's (:meth:`LoraWeights.relative_distance`)."""
+        assert self.reference is not None
+        emb = self.embeddings[torch.as_tensor(rows, device=self.embeddings.device)]
+        with torch.no_grad():
+            start = self.reference(emb)
+        with self.acc.autocast():
+            return model(emb).relative_distance(start).float().mean()
+
+    def _anchor_draw(self, step: int, salt: Sequence[int]) -> list[int]:
+        """``batch_size`` anchor profiles for this step, seeded like the batches."""
+        rng = np.random.default_rng([self.config.run.seed, step, 5, *salt])
+        picks = rng.integers(len(self.anchor_rows), size=self.config.run.batch_size)
+        return [self.anchor_rows[int(i)] for i in picks]
+
     # --- held-out loss -------------------------------------------------------------------
 
     def _val_draws(self) -> list[Draw]:
@@ -493,6 +530,7 @@ class Trainer:
                     self._add_errors(errors, tasks, rated, lm_s, 1)
             finally:
                 self.injector.clear()
+        anchor = self._val_anchor(model, draws)
         model.train(was_training)
         sums = self.acc.reduce(sums, reduction="sum")
         errors = self.acc.reduce(errors, reduction="sum")
@@ -506,12 +544,28 @@ class Trainer:
                 out[f"val_tokens/{task}"] = int(sums[t, 1])
                 if shuffled is not None:
                     out[f"val_ce_shuffled/{task}"] = float(sums[t, 2] / sums[t, 1])
+        if anchor is not None:
+            out["val_anchor"] = anchor
         for t, task in enumerate(tasks):
             if errors[t, 2] > 0:
                 out[f"val_mae/{task}"] = float(errors[t, 0] / errors[t, 2])
                 if shuffled is not None:
                     out[f"val_mae_shuffled/{task}"] = float(errors[t, 1] / errors[t, 2])
         return out
+
+    def _val_anchor(self, model: nn.Module, draws: list[Draw]) -> float | None:
+        """The anchor's relative distance on the held-out anchor-task profiles (None when
+        the run has no anchor); every process scores all of them."""
+        anchors = set(self.config.optim.anchor_tasks)
+        rows = sorted({d.emb_row for d in draws if self.val_examples[d.index].task in anchors})
+        if self.reference is None or not rows:
+            return None
+        bs = self.config.run.batch_size
+        total = 0.0
+        for i in range(0, len(rows), bs):
+            piece = rows[i : i + bs]
+            total += float(self._anchor_distance(model, piece)) * len(piece)
+        return total / len(rows)
 
     def _add_errors(self, errors: Tensor, tasks: list[str], rated: RatedRows, lm: LmLoss,
                     column: int) -> None:
@@ -730,6 +784,10 @@ class Trainer:
                         loss = lm.loss * (lm.n_tokens / n_target) + opt.reg_weight * reg * share
                         if opt.rating_ce_weight or opt.rating_risk_weight:
                             loss = loss + self._rating_terms(lm, chunk) / len(draws)
+                        if opt.anchor_weight and c == 0:
+                            rows = self._anchor_draw(step, (micro, self.rank))
+                            loss = loss + opt.anchor_weight * self._anchor_distance(
+                                self.model, rows)
                         if opt.contrast_weight:
                             donors = self.sampler.donor_rows(step, chunk,
                                                              salt=(micro, c, self.rank))

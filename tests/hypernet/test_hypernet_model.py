@@ -201,3 +201,29 @@ def test_shared_lora_starts_as_the_given_adapter_for_every_user() -> None:
         net.start_from_lora({**a, "q_proj": a["q_proj"][:, :4]}, b)
     with pytest.raises(ConfigError, match="shared_lora = false"):
         HyperNetwork(SMALL, targets).start_from_lora(a, b)
+
+
+def test_relative_distance_of_the_updates() -> None:
+    from p2p_local.hypernet.model import LoraWeights
+
+    gen = torch.Generator().manual_seed(0)
+
+    def weights() -> LoraWeights:
+        a = {"q": torch.randn(3, 2, 4, 10, generator=gen),
+             "v": torch.randn(3, 2, 4, 6, generator=gen)}
+        b = {"q": torch.randn(3, 2, 10, 4, generator=gen),
+             "v": torch.randn(3, 2, 5, 4, generator=gen)}
+        return LoraWeights(a, b, scale=2.0)
+
+    mine, ref = weights(), weights()
+    expected = []
+    for name in ("q", "v"):
+        update, start = mine.b[name] @ mine.a[name], ref.b[name] @ ref.a[name]
+        gap = (update - start).pow(2).sum(dim=(1, 2, 3))
+        expected.append(gap / start.pow(2).sum(dim=(1, 2, 3)))
+    assert mine.relative_distance(ref) == pytest.approx(torch.stack(expected).mean(0), rel=1e-4)
+    assert ref.relative_distance(ref) == pytest.approx(torch.zeros(3), abs=1e-5)
+    # only the product counts: B*c, A/c is the same update
+    rescaled = LoraWeights({k: v / 4 for k, v in ref.a.items()},
+                           {k: v * 4 for k, v in ref.b.items()}, scale=2.0)
+    assert rescaled.relative_distance(ref) == pytest.approx(torch.zeros(3), abs=1e-4)

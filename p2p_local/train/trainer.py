@@ -438,13 +438,19 @@ class Trainer:
 
     def _anchor_distance(self, model: nn.Module, rows: list[int]) -> Tensor:
         """Mean relative distance of ``model``'s adapters for the profiles ``rows`` from the
-        starting network's (:meth:`LoraWeights.relative_distance`)."""
+        starting network's (:meth:`LoraWeights.relative_distance`). Both without dropout:
+        the anchor holds the adapters users get, and dropout noise would swamp it."""
         assert self.reference is not None
         emb = self.embeddings[torch.as_tensor(rows, device=self.embeddings.device)]
         with torch.no_grad():
             start = self.reference(emb)
-        with self.acc.autocast():
-            return model(emb).relative_distance(start).float().mean()
+        was_training = model.training
+        model.eval()
+        try:
+            with self.acc.autocast():
+                return model(emb).relative_distance(start).float().mean()
+        finally:
+            model.train(was_training)
 
     def _anchor_draw(self, step: int, salt: Sequence[int]) -> list[int]:
         """``batch_size`` anchor profiles for this step, seeded like the batches."""

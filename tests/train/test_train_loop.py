@@ -173,7 +173,10 @@ def test_length_sorted_pieces_give_the_same_gradient(tmp_path, tiny_base_dir) ->
         grads.append({n: p.grad.clone() for n, p in trainer.trainable.named_parameters()})
         trainer.close()
     for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
+        # summed in another order, fp32 gradients differ by ~1e-7; a piece weighted wrongly
+        # moves them by a share of their size
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5 * scale + 1e-9)
 
 
 def test_whitening_is_fitted_on_training_profiles_only(tmp_path, tiny_base, tiny_base_dir) -> None:

@@ -52,6 +52,15 @@ def _num(
         raise _fail(section, name, value, f"must be a number {rel} {low} and <= {high}")
 
 
+def _names(settings: Any, section: str, name: str, rule: str) -> tuple[str, ...]:
+    """Store the list field ``name`` of a frozen ``settings`` as a tuple of non-empty names."""
+    value = tuple(getattr(settings, name))
+    object.__setattr__(settings, name, value)
+    if not all(isinstance(v, str) and v for v in value):
+        raise _fail(section, name, value, rule)
+    return value
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """``[run]``: what to train and how long.
@@ -209,9 +218,7 @@ class OptimSettings:
         _num(s, "rating_risk_weight", self.rating_risk_weight, 0.0, 1e3)
         _num(s, "contrast_weight", self.contrast_weight, 0.0, 1e3)
         _num(s, "contrast_margin", self.contrast_margin, 0.0, 100.0)
-        object.__setattr__(self, "anchor_tasks", tuple(self.anchor_tasks))
-        if not all(isinstance(t, str) and t for t in self.anchor_tasks):
-            raise _fail(s, "anchor_tasks", self.anchor_tasks, "must list task names")
+        _names(self, s, "anchor_tasks", "must list task names")
         _num(s, "anchor_weight", self.anchor_weight, 0.0, 1e6)
         if bool(self.anchor_tasks) != bool(self.anchor_weight):
             raise _fail(s, "anchor_weight", self.anchor_weight,
@@ -249,9 +256,9 @@ class ModelSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise _fail(s, name, value, "must be a model name or path")
-        object.__setattr__(self, "modules", tuple(self.modules))
-        if not self.modules or not all(isinstance(m, str) and m for m in self.modules):
-            raise _fail(s, "modules", self.modules, "must list projection names, e.g. q_proj")
+        rule = "must list projection names, e.g. q_proj"
+        if not _names(self, s, "modules", rule):
+            raise _fail(s, "modules", self.modules, rule)
         _int(s, "rank", self.rank, 1, 1024)
         _num(s, "alpha", self.alpha, 0.0, 1e6, open_low=True)
         if not isinstance(self.rslora, bool):
@@ -296,9 +303,7 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         s = "data"
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        if not all(isinstance(t, str) and t for t in self.tasks):
-            raise _fail(s, "tasks", self.tasks, "must list task names")
+        _names(self, s, "tasks", "must list task names")
         if not self.tasks and not self.prepared:
             raise _fail(s, "tasks", self.tasks, "is empty: name a task or a prepared folder")
         _int(s, "max_users_per_task", self.max_users_per_task, 0)

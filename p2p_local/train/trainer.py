@@ -287,18 +287,19 @@ class Trainer:
         self.mode = run.mode
         self.out_dir = Path(run.out_dir)
         self.targets = targets_for(config, base)
-        anchors = set(config.optim.anchor_tasks)
-        self.train_examples = [ex for ex in data.split("train") if ex.task not in anchors]
+        self.anchor_tasks = frozenset(config.optim.anchor_tasks)
+        train = data.split("train")
+        self.train_examples = [ex for ex in train if ex.task not in self.anchor_tasks]
         self.val_examples = data.split("val")
         # the anchor: training profiles of the tasks the run holds in place, not trains
         self.anchor_rows = sorted({
-            r for ex in data.split("train") if ex.task in anchors
+            r for ex in train if ex.task in self.anchor_tasks
             for r in (ex.emb_user, ex.emb_query) if r >= 0
         })
-        if anchors and not self.anchor_rows:
+        if self.anchor_tasks and not self.anchor_rows:
             raise TrainingError(
-                f"[optim] anchor_tasks {sorted(anchors)} have no training profiles in this "
-                "data: list tasks that [data] tasks prepared"
+                f"[optim] anchor_tasks {sorted(self.anchor_tasks)} have no training profiles "
+                "in this data: list tasks that [data] tasks prepared"
             )
         self.ratings = RatingScale(base.tokenizer, sorted({ex.task for ex in data.examples}))
         self.sampler = TaskSampler(self.train_examples, seed=run.seed, mode=config.profile.mode)
@@ -436,10 +437,10 @@ class Trainer:
                 total = total + opt.rating_risk_weight * rating_risk(probs, values, gold).sum()
         return total
 
-    def _anchor_distance(self, model: nn.Module, rows: list[int]) -> Tensor:
-        """Mean relative distance of ``model``'s adapters for the profiles ``rows`` from the
-        starting network's (:meth:`LoraWeights.relative_distance`). Both without dropout:
-        the anchor holds the adapters users get, and dropout noise would swamp it."""
+    def _anchor_distances(self, model: nn.Module, rows: list[int]) -> Tensor:
+        """Relative distance of ``model``'s adapter for each profile of ``rows`` from the
+        starting network's [len(rows)] (:meth:`LoraWeights.relative_distance`). Both without
+        dropout: the anchor holds the adapters users get, and dropout noise would swamp it."""
         assert self.reference is not None
         emb = self.embeddings[torch.as_tensor(rows, device=self.embeddings.device)]
         with torch.no_grad():
@@ -448,7 +449,7 @@ class Trainer:
         model.eval()
         try:
             with self.acc.autocast():
-                return model(emb).relative_distance(start).float().mean()
+                return model(emb).relative_distance(start).float()
         finally:
             model.train(was_training)
 
@@ -562,16 +563,13 @@ class Trainer:
     def _val_anchor(self, model: nn.Module, draws: list[Draw]) -> float | None:
         """The anchor's relative distance on the held-out anchor-task profiles (None when
         the run has no anchor); every process scores all of them."""
-        anchors = set(self.config.optim.anchor_tasks)
-        rows = sorted({d.emb_row for d in draws if self.val_examples[d.index].task in anchors})
+        rows = sorted({d.emb_row for d in draws
+                       if self.val_examples[d.index].task in self.anchor_tasks})
         if self.reference is None or not rows:
             return None
         bs = self.config.run.batch_size
-        total = 0.0
-        for i in range(0, len(rows), bs):
-            piece = rows[i : i + bs]
-            total += float(self._anchor_distance(model, piece)) * len(piece)
-        return total / len(rows)
+        pieces = [self._anchor_distances(model, rows[i : i + bs]) for i in range(0, len(rows), bs)]
+        return float(torch.cat(pieces).mean())
 
     def _add_errors(self, errors: Tensor, tasks: list[str], rated: RatedRows, lm: LmLoss,
                     column: int) -> None:
@@ -792,8 +790,8 @@ class Trainer:
                             loss = loss + self._rating_terms(lm, chunk) / len(draws)
                         if opt.anchor_weight and c == 0:
                             rows = self._anchor_draw(step, (micro, self.rank))
-                            loss = loss + opt.anchor_weight * self._anchor_distance(
-                                self.model, rows)
+                            loss = loss + opt.anchor_weight * self._anchor_distances(
+                                self.model, rows).mean()
                         if opt.contrast_weight:
                             donors = self.sampler.donor_rows(step, chunk,
                                                              salt=(micro, c, self.rank))

@@ -40,7 +40,7 @@ def _anchored(out: Path, data_dir: Path, base_dir: Path, start: Path, weight: fl
 def _drift(trainer: Trainer) -> float:
     """Mean relative distance of the anchor tasks' training adapters from the start's."""
     with torch.no_grad():
-        return float(trainer._anchor_distance(trainer.trainable, trainer.anchor_rows))
+        return float(trainer._anchor_distances(trainer.trainable, trainer.anchor_rows).mean())
 
 
 def test_anchor_tasks_are_not_trained_on(tmp_path, tiny_data_dir, tiny_base_dir,
@@ -57,7 +57,7 @@ def test_anchor_tasks_are_not_trained_on(tmp_path, tiny_data_dir, tiny_base_dir,
         # it starts where it started: no dropout in the anchor, even while training
         assert trainer.trainable.training
         with torch.no_grad():
-            start = float(trainer._anchor_distance(trainer.model, trainer.anchor_rows))
+            start = float(trainer._anchor_distances(trainer.model, trainer.anchor_rows).mean())
         assert start == pytest.approx(0.0, abs=1e-6)
         assert trainer.trainable.training
     finally:
@@ -81,7 +81,7 @@ def test_the_objective_adds_the_weighted_distance(tmp_path, tiny_data_dir, tiny_
         assert rows == heavy._anchor_draw(0, (0, 0))
         assert all(r in light.anchor_rows for r in rows)
         with torch.no_grad():
-            distance = float(light._anchor_distance(light.trainable, rows))
+            distance = float(light._anchor_distances(light.trainable, rows).mean())
         assert distance > 0.01
         assert gap == pytest.approx(2.0 * distance, rel=1e-4)
     finally:

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=EvalSettings.queries,
                     help="held-out queries per test user (training's data.max_queries)")
     ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds the user sample, the shuffled profile's donors and random "
+                    "profiles (another seed gives p2p-shuffled other donors)")
     ap.add_argument("--splits-dir", type=Path, default=None,
                     help="a folder of saved splits, <task>.json each (the training data "
                     "folder's splits/), instead of recomputing them")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                                   checkpoint=args.checkpoint, mt_lora=args.mt_lora,
                                   oppu_max_steps=args.oppu_max_steps,
                                   summaries=not args.no_summaries,
-                                  repeat_penalty=args.repeat_penalty),
+                                  repeat_penalty=args.repeat_penalty, seed=args.seed),
         )
         work = cache_dir() / "eval" / f"{task}-{args.split}"
         report = run_evaluation(settings, out_dir=work,

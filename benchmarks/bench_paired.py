@@ -66,7 +66,9 @@ def _same_users(first: dict[str, Any], other: dict[str, Any], path: Path) -> dic
     same = (other["task"], other["split"], sorted(other["meta"]["user_ids"])) == (
         first["task"], first["split"], sorted(first["meta"]["user_ids"]))
     if not same:
-        raise SystemExit(f"{path} is not a run of the same task, split and users")
+        raise SystemExit(f"{path} is not a run of the same task, split and users (--seed also "
+                         "draws the user sample: with --users below the split's test users, "
+                         "another seed scores other users; use them all)")
     return other
 
 

@@ -77,7 +77,8 @@ def evaluate(
         "P2P profiles use it; ~5 s a user on 2 cores).")] = True,
     oppu_steps: Annotated[int, typer.Option(
         "--oppu-max-steps", min=1, help="Cap on OPPU's training steps per user.")] = 64,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seeds the user sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help=(
+        "Seeds the user sample, the shuffled profile's donors and random profiles."))] = 0,
     split_seed: Annotated[int, typer.Option(
         "--split-seed", min=0, help="The split's seed (training's data.split_seed).")] = 0,
     progress: Annotated[bool, typer.Option(

@@ -5,14 +5,18 @@
         [--pairs p2p:p2p-shuffled,p2p:base] [--resamples 10000] [--seed 0] \\
         [--also RUN_SEED1.json RUN_SEED2.json ...]
 
-For each pair ``A:B`` it reads both methods' cached answers (``<cache>/eval/<task>-<split>/
-predictions/<method>-<fingerprint>.jsonl``, the fingerprints the results file records), scores
+For each pair ``A:B`` it takes both methods' per-query scores from the results file (its
+``per_query`` section; files written before it existed fall back to the machine's cached
+answers, ``<cache>/eval/<task>-<split>/predictions/<method>-<fingerprint>.jsonl``), scores
 each user's queries alone with the task's main metric (``p2p_local.eval.paired``: MAE for
 ratings, ROUGE-1 for generation, accuracy for classification), and reports the mean over users
 of A's score minus B's with a 95% bootstrap interval over users (seeded), and for how many
 users A is better, worse or equal.
 Queries count only where both methods answered. Writes ``paired_<task>_<split>.json`` next to
 the results file (or to ``--out``).
+
+``--add-scores`` first writes the per-query scores into each named file that lacks them, from
+this machine's cache, after checking that the cached answers reproduce the file's figures.
 
 ``--also`` names further results files of the same task, split and users, e.g. the same
 command run again with ``--seed 1``, ``--seed 2``, ... and ``--methods p2p-shuffled``: each of
@@ -36,20 +40,58 @@ DEFAULT_PAIRS = ("p2p:p2p-shuffled,p2p:p2p-random,p2p:base,p2p:mt-lora,p2p-per-q
 def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[str, Any]]:
     path = folder / "predictions" / f"{method}-{fingerprint}.jsonl"
     if not path.is_file():
-        raise SystemExit(f"no cached answers at {path}: rerun the bench_quality.py command the "
-                         "results file records on this machine")
+        raise SystemExit(f"no per-query scores in the results file and no cached answers at "
+                         f"{path}: rerun the bench_quality.py command the results file records "
+                         "(a rerun writes them into the file)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {r["query_id"]: r for r in rows}
 
 
 def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
-    """One method's cached answers for a quality results file, limited to the file's users."""
+    """One method's answers in a quality results file, limited to the file's users: the
+    per-query scores it carries, else the cached answers on this machine."""
+    per_query = results.get("per_query") or {}
+    if method in per_query.get("scores", {}):
+        rows = zip(per_query["user_ids"], per_query["query_ids"], per_query["scores"][method],
+                   strict=True)
+        return {q: {"query_id": q, "user_id": u, "score": v} for u, q, v in rows}
+    return cached_answers(results, method)
+
+
+def cached_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+    """One method's answers from this machine's evaluation cache, limited to the file's users."""
     from p2p_local.paths import cache_dir
 
     folder = cache_dir() / "eval" / f"{results['task']}-{results['split']}"
     users = set(results["meta"]["user_ids"])
     answers = load_answers(folder, method, results["methods"][method]["fingerprint"])
     return {q: r for q, r in answers.items() if r["user_id"] in users}
+
+
+def add_per_query(results: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Give a results file written before results carried per-query scores its ``per_query``
+    section, from this machine's cached answers; refuses unless those answers reproduce every
+    method's figure in the file."""
+    from p2p_local.eval.paired import MAIN_METRIC, query_scores
+
+    kind, metric = results["kind"], MAIN_METRIC[results["kind"]][0]
+    answers = {m: cached_answers(results, m) for m in results["methods"]}
+    shared = set.intersection(*(set(a) for a in answers.values()))
+    first = next(iter(answers.values()))
+    order = {u: i for i, u in enumerate(results["meta"]["user_ids"])}
+    query_ids = sorted(shared, key=lambda q: (order[first[q]["user_id"]], q))
+    scores = {}
+    for method, a in answers.items():
+        values = query_scores(kind, [a[q]["prediction"] for q in query_ids],
+                              [str(a[q]["gold"]) for q in query_ids])
+        figure = results["results"][method]
+        if len(values) != figure["n"] or abs(sum(values) / len(values) - figure[metric]) > 1e-6:
+            raise SystemExit(f"{path}: the cached answers of {method!r} do not reproduce the "
+                             f"file's {metric} over {figure['n']} queries; not changed")
+        scores[method] = values
+    return {**results, "per_query": {"metric": metric,
+                                     "user_ids": [first[q]["user_id"] for q in query_ids],
+                                     "query_ids": query_ids, "scores": scores}}
 
 
 def method_runs(runs: list[dict[str, Any]], method: str) -> list[dict[str, dict[str, Any]]]:
@@ -84,10 +126,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="more results files of the same task, split and users (e.g. other "
                     "--seed values: other donors for p2p-shuffled); a method's runs are averaged")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--add-scores", action="store_true",
+                    help="first write each file's per-query scores into it from this "
+                    "machine's cached answers (files written before results carried them)")
     args = ap.parse_args(argv)
 
     from p2p_local.eval.paired import paired_over_runs
 
+    if args.add_scores:
+        for path in [args.results, *args.also]:
+            results = json.loads(path.read_text())
+            if "per_query" not in results:
+                path.write_text(json.dumps(add_per_query(results, path), indent=2) + "\n")
     data = json.loads(args.results.read_text())
     task, split, kind = data["task"], data["split"], data["kind"]
     runs = [data] + [_same_users(data, json.loads(path.read_text()), path) for path in args.also]
@@ -101,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         comparisons[f"{a_name} - {b_name}"] = {**result.to_dict(), "runs": [len(a_runs),
                                                                             len(b_runs)]}
     report = {"task": task, "split": split, "results_file": args.results.name,
-              "also": [path.name for path in args.also],
+              "also": [str(path) for path in args.also],
               "checkpoint": data["meta"].get("checkpoint", {}).get("id"),
               "resamples": args.resamples, "seed": args.seed, "comparisons": comparisons}
     out = args.out or args.results.parent / f"paired_{task}_{split}.json"

@@ -11,9 +11,11 @@ answer from the one loaded base model -> parse (timed together: the per-instance
 time). Every answer is appended to ``<out>/predictions/<method>-<fingerprint>.jsonl`` as soon
 as it exists, so an interrupted run resumes where it stopped; the fingerprint covers the
 data, the model, the settings and the method's own inputs (checkpoint, adapters), so changed
-settings never reuse stale answers. LLM summaries are written once per user, before the
-methods run, and timed separately. Does not own the methods (``baselines/``) or the metrics
-(``metrics.py``).
+settings never reuse stale answers. The report keeps each answer's main-metric score
+(``per_query`` in ``results.json``: ids and scores, no text), so per-user comparisons
+(``paired.py``) can be redone from the results file alone, on any machine. LLM summaries are
+written once per user, before the methods run, and timed separately. Does not own the methods
+(``baselines/``) or the metrics (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from p2p_local.eval.metrics import (
     parse_answer,
     score,
 )
+from p2p_local.eval.paired import MAIN_METRIC, query_scores
 from p2p_local.eval.splits import Split, SplitSettings, ood_split, random_split, read_split
 
 SPLITS = ("random", "ood", "all")
@@ -250,6 +253,8 @@ class MethodResult:
                             that query, applying the adapter, generating).
     setup_seconds_per_user: mean per-user preparation (P2P: profile embedding + hypernetwork
                             + export; OPPU: training; 0 for prompt methods).
+    query_scores:           each answer's main-metric score, in the order of the report's
+                            ``queries`` (empty when read from a file that has none).
     """
 
     name: str
@@ -259,6 +264,7 @@ class MethodResult:
     n_users: int
     fingerprint: str
     notes: dict[str, Any] = field(default_factory=dict)
+    query_scores: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -271,7 +277,11 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class EvalReport:
-    """Everything one evaluation measured (see ``report.py`` for its forms)."""
+    """Everything one evaluation measured (see ``report.py`` for its forms).
+
+    queries: (user id, query id) of every scored query, in the order of each method's
+             ``query_scores``.
+    """
 
     task: str
     kind: str
@@ -281,6 +291,7 @@ class EvalReport:
     results: dict[str, MethodResult]
     best_constant: Constant | None
     meta: dict[str, Any]
+    queries: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """What ``p2p-local eval --json`` prints."""
@@ -297,10 +308,17 @@ class EvalReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **self.summary(), "kind": self.kind,
-                "methods": {n: {"fingerprint": r.fingerprint, "notes": r.notes}
-                            for n, r in self.results.items()},
-                "meta": self.meta}
+        out = {"format": FORMAT, **self.summary(), "kind": self.kind,
+               "methods": {n: {"fingerprint": r.fingerprint, "notes": r.notes}
+                           for n, r in self.results.items()},
+               "meta": self.meta}
+        scored = {n: list(r.query_scores) for n, r in self.results.items()
+                  if self.queries and len(r.query_scores) == len(self.queries)}
+        if scored:
+            out["per_query"] = {"metric": MAIN_METRIC[self.kind][0],
+                                "user_ids": [u for u, _ in self.queries],
+                                "query_ids": [q for _, q in self.queries], "scores": scored}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalReport:
@@ -309,21 +327,25 @@ class EvalReport:
             raise EvaluationError("not a p2p-local evaluation result (results.json)")
         kind = data["kind"]
         metric_names = set(METRICS[kind])
+        per_query = data.get("per_query") or {}
+        queries = tuple(zip(per_query.get("user_ids", []), per_query.get("query_ids", []),
+                            strict=True))
         results = {}
         for name, r in data["results"].items():
             scores = Scores({m: float(r[m]) for m in metric_names}, int(r["n"]),
                             int(r["unparsable"]), kind)
             info = data.get("methods", {}).get(name, {})
-            results[name] = MethodResult(name, scores, float(r["seconds_per_query"]),
-                                         float(r["setup_seconds_per_user"]), int(r["n_users"]),
-                                         info.get("fingerprint", ""), info.get("notes", {}))
+            results[name] = MethodResult(
+                name, scores, float(r["seconds_per_query"]), float(r["setup_seconds_per_user"]),
+                int(r["n_users"]), info.get("fingerprint", ""), info.get("notes", {}),
+                tuple(float(v) for v in per_query.get("scores", {}).get(name, ())))
         constant = None
         if data.get("best_constant"):
             c = data["best_constant"]
             constant = Constant(str(c["answer"]), {}, Scores(
                 {m: float(c[m]) for m in metric_names}, int(c["n"]), 0, kind))
         return cls(data["task"], kind, data["split"], int(data["n_users"]),
-                   int(data["n_queries"]), results, constant, data.get("meta", {}))
+                   int(data["n_queries"]), results, constant, data.get("meta", {}), queries)
 
     def markdown(self) -> str:
         from p2p_local.eval.report import markdown_table
@@ -461,10 +483,11 @@ def run_evaluation(
             backend.close()
     constant = _best_constant(spec, users, selection)
     meta = _meta(settings, env, selection, time.perf_counter() - started)
+    scored = tuple((u.user_id, q.id) for u in users for q in u.queries if q.output)
     report = EvalReport(
         task=spec.name, kind=spec.kind, split=selection.split, n_users=len(users),
-        n_queries=sum(1 for u in users for q in u.queries if q.output),
-        results=results, best_constant=constant, meta=meta,
+        n_queries=len(scored), results=results, best_constant=constant, meta=meta,
+        queries=scored,
     )
     if out_dir is not None:
         report.save(Path(out_dir))
@@ -517,6 +540,7 @@ def _run_method(method: Any, env: EvalEnv, users: list[UserRecord], fp: str,
     preds = [answers.get(q.id)["prediction"] for _, q in queries]  # type: ignore[index]
     golds = [str(q.output) for _, q in queries]
     scores = score(spec.kind, preds, golds, spec.labels)
+    per_query = query_scores(spec.kind, preds, golds, spec.labels)
     secs = [float(answers.get(q.id)["seconds"]) for _, q in queries]  # type: ignore[index]
     user_ids = {u.user_id for u in users}
     setup_secs = [float(r["seconds"]) for uid, r in setups.records.items() if uid in user_ids]
@@ -527,7 +551,7 @@ def _run_method(method: Any, env: EvalEnv, users: list[UserRecord], fp: str,
     return MethodResult(
         name=method.name, scores=scores, seconds_per_query=float(np.mean(secs)),
         setup_seconds_per_user=float(np.mean(setup_secs)) if setup_secs else 0.0,
-        n_users=len(users), fingerprint=fp, notes=notes,
+        n_users=len(users), fingerprint=fp, notes=notes, query_scores=tuple(per_query),
     )
 
 

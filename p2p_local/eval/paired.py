@@ -3,8 +3,10 @@
 Owns :func:`paired_by_user`: both methods' answers to the same queries, scored per user with the
 task's main metric (:data:`MAIN_METRIC`), the mean per-user difference and its bootstrap
 interval over users; :func:`paired_over_runs` does the same for two recipes given as several
-runs each (a user's score averaged over the runs). Does not own producing or caching the
-answers (harness.py) or the metrics themselves (metrics.py).
+runs each (a user's score averaged over the runs). Every main metric is a mean over queries,
+so an answer may also come as its score alone (:func:`query_scores`, what a results file keeps
+per query). Does not own producing or caching the answers (harness.py) or the metrics
+themselves (metrics.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ MAIN_METRIC: dict[str, tuple[str, bool]] = {
     "rating": ("mae", False), "generation": ("rouge1", True), "classification": ("accuracy", True),
 }
 
-Answer = Mapping[str, Any]  # an answer-cache record: query_id, user_id, prediction, gold
+# an answer-cache record (query_id, user_id, prediction, gold), or query_id, user_id and the
+# answer's main-metric score
+Answer = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,31 @@ class PairedResult:
         return asdict(self)
 
 
-def user_score(kind: str, answers: list[Answer]) -> float:
-    """One user's main metric over their answers (an unparsable answer is scored as by
-    :func:`p2p_local.eval.metrics.score`)."""
-    preds = [a["prediction"] for a in answers]
-    golds = [str(a["gold"]) for a in answers]
+def query_scores(kind: str, predictions: Sequence[str | None], golds: Sequence[str],
+                 labels: Sequence[str] = ()) -> list[float]:
+    """Each answer's main metric alone (MAE: its absolute error; ROUGE-1: its F-measure;
+    accuracy: 1 or 0), scored as :func:`p2p_local.eval.metrics.score` scores it; their mean
+    over any set of queries is that set's main metric."""
+    if kind not in MAIN_METRIC:
+        raise EvaluationError(f"task kind must be one of {', '.join(MAIN_METRIC)}, got {kind!r}")
+    return [_main_metric(kind, [p], [g], labels)
+            for p, g in zip(predictions, golds, strict=True)]
+
+
+def _main_metric(kind: str, predictions: Sequence[str | None], golds: Sequence[str],
+                 labels: Sequence[str] = ()) -> float:
     if kind == "classification":  # macro F1 needs the label set; accuracy does not
-        return accuracy(preds, golds)
-    return float(score(kind, preds, golds).metrics[MAIN_METRIC[kind][0]])
+        return accuracy(predictions, golds)
+    return float(score(kind, predictions, golds, labels).metrics[MAIN_METRIC[kind][0]])
+
+
+def user_score(kind: str, answers: Sequence[Answer]) -> float:
+    """One user's main metric over their answers (an unparsable answer is scored as by
+    :func:`p2p_local.eval.metrics.score`; answers given as scores are averaged)."""
+    if all("score" in a for a in answers):
+        return float(np.mean([float(a["score"]) for a in answers]))
+    return _main_metric(kind, [a["prediction"] for a in answers],
+                        [str(a["gold"]) for a in answers])
 
 
 def paired_by_user(kind: str, a: Mapping[str, Answer], b: Mapping[str, Answer], *,

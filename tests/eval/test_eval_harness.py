@@ -105,6 +105,14 @@ def test_report_files_and_json_shape(run) -> None:
     assert data["results"]["p2p"]["mae"] == report.results["p2p"].scores.metrics["mae"]
     again = EvalReport.from_dict(data)
     assert again.summary() == json.loads(json.dumps(report.summary()))
+    # every answer's score is kept, so per-user comparisons need only this file
+    per_query = data["per_query"]
+    assert per_query["metric"] == "mae"
+    assert sorted(zip(per_query["user_ids"], per_query["query_ids"], strict=True)) == [
+        ("u1", "u1-q1"), ("u1", "u1-q2"), ("u2", "u2-q1")]
+    assert set(per_query["scores"]) == set(METHODS)
+    for name, values in per_query["scores"].items():
+        assert sum(values) / len(values) == pytest.approx(data["results"][name]["mae"], abs=1e-6)
     table = (out / "results.md").read_text()
     for name in METHODS:
         assert f"| {name} |" in table

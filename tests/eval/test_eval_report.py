@@ -16,13 +16,14 @@ def _rating_report() -> EvalReport:
     golds = ["4", "5", "2"]
     results = {
         "base": MethodResult("base", score("rating", ["1", "1", None], golds, RATINGS),
-                             0.25, 0.0, 2, "fp-base"),
+                             0.25, 0.0, 2, "fp-base", query_scores=(3.0, 4.0, 3.0)),
         "p2p": MethodResult("p2p", score("rating", ["4", "4", "2"], golds, RATINGS),
-                            0.5, 0.8, 2, "fp-p2p"),
+                            0.5, 0.8, 2, "fp-p2p", query_scores=(0.0, 1.0, 0.0)),
     }
     constant = best_constant("rating", ["4", "4", "3"], golds, RATINGS)
     return EvalReport("movielens", "rating", "random", 2, 3, results, constant,
-                      {"model": "m@1", "backend": "llamacpp", "hardware": "x"})
+                      {"model": "m@1", "backend": "llamacpp", "hardware": "x"},
+                      queries=(("u1", "u1-q1"), ("u1", "u1-q2"), ("u2", "u2-q1")))
 
 
 def _generation_report() -> EvalReport:
@@ -45,9 +46,20 @@ def test_markdown_table_marks_the_best_and_lists_the_constant() -> None:
 
 def test_report_json_round_trip() -> None:
     report = _rating_report()
-    again = EvalReport.from_dict(report.to_dict())
+    data = report.to_dict()
+    assert data["per_query"] == {
+        "metric": "mae", "user_ids": ["u1", "u1", "u2"], "query_ids": ["u1-q1", "u1-q2", "u2-q1"],
+        "scores": {"base": [3.0, 4.0, 3.0], "p2p": [0.0, 1.0, 0.0]}}
+    again = EvalReport.from_dict(data)
     assert again.summary() == report.summary()
     assert again.results["p2p"].fingerprint == "fp-p2p"
+    assert again.queries == report.queries
+    assert again.results["base"].query_scores == (3.0, 4.0, 3.0)
+    # a file written before per-query scores existed still reads, without them
+    del data["per_query"]
+    older = EvalReport.from_dict(data)
+    assert older.queries == () and older.results["p2p"].query_scores == ()
+    assert "per_query" not in older.to_dict()
     with pytest.raises(EvaluationError):
         EvalReport.from_dict({"format": "other"})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2p_local.errors import EvaluationError
-from p2p_local.eval.paired import paired_by_user, paired_over_runs
+from p2p_local.eval.paired import paired_by_user, paired_over_runs, query_scores
 
 
 def _answers(rows: list[tuple[str, str, str | None, str]]) -> dict[str, dict[str, object]]:
@@ -87,3 +87,31 @@ def test_one_run_a_side_is_the_plain_paired_comparison() -> None:
         "generation", a, b, resamples=200, seed=5)
     with pytest.raises(EvaluationError, match="at least one run"):
         paired_over_runs("generation", [], [b])
+
+
+def test_query_scores_are_each_answers_main_metric() -> None:
+    # rating (parsed answers): the absolute error; unparsable counts as the farthest label
+    assert query_scores("rating", ["4", None, "2"], ["5", "2", "2"]) == [1.0, 3.0, 0.0]
+    # generation: ROUGE-1 F of the pair alone (2 of 3 words shared each way: P = R = F = 2/3)
+    r1 = query_scores("generation", ["the cat ran", None], ["the cat sat", "a dog"])
+    assert r1 == pytest.approx([2 / 3, 0.0])
+    assert query_scores("classification", ["pos", None], ["pos", "neg"]) == [1.0, 0.0]
+    with pytest.raises(EvaluationError, match="task kind"):
+        query_scores("ranking", ["a"], ["a"])
+
+
+def test_scores_alone_give_the_same_comparison_as_the_answers() -> None:
+    rows_a = [("q1", "x", "4", "4"), ("q2", "x", "1", "3"), ("q3", "y", "5", "5"),
+              ("q4", "z", None, "4")]
+    rows_b = [("q1", "x", "3", "4"), ("q2", "x", "4", "3"), ("q3", "y", "3", "5"),
+              ("q4", "z", "4", "4")]
+
+    def as_scores(rows: list[tuple[str, str, str | None, str]]) -> dict[str, dict[str, object]]:
+        values = query_scores("rating", [p for _, _, p, _ in rows], [g for *_, g in rows])
+        return {q: {"query_id": q, "user_id": u, "score": v}
+                for (q, u, _, _), v in zip(rows, values, strict=True)}
+
+    from_answers = paired_by_user("rating", _answers(rows_a), _answers(rows_b), resamples=500)
+    from_scores = paired_by_user("rating", as_scores(rows_a), as_scores(rows_b), resamples=500)
+    assert from_scores == from_answers
+    assert from_scores.mean_difference == pytest.approx((0.0 - 2.0 + 3.0) / 3)

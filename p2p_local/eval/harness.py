@@ -26,7 +26,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -318,6 +318,9 @@ class EvalReport:
             out["per_query"] = {"metric": MAIN_METRIC[self.kind][0],
                                 "user_ids": [u for u, _ in self.queries],
                                 "query_ids": [q for _, q in self.queries], "scores": scored}
+            constant = self.best_constant
+            if constant is not None and len(constant.query_scores) == len(self.queries):
+                out["per_query"]["best_constant"] = list(constant.query_scores)
         return out
 
     @classmethod
@@ -343,7 +346,8 @@ class EvalReport:
         if data.get("best_constant"):
             c = data["best_constant"]
             constant = Constant(str(c["answer"]), {}, Scores(
-                {m: float(c[m]) for m in metric_names}, int(c["n"]), 0, kind))
+                {m: float(c[m]) for m in metric_names}, int(c["n"]), 0, kind),
+                tuple(float(v) for v in per_query.get("best_constant", ())))
         return cls(data["task"], kind, data["split"], int(data["n_users"]),
                    int(data["n_queries"]), results, constant, data.get("meta", {}), queries)
 
@@ -570,7 +574,11 @@ def _best_constant(spec: Any, users: list[UserRecord], selection: UserSelection
                 elif spec.kind == "classification" and item.label:
                     answers.append(item.label)
     golds = [str(q.output) for u in users for q in u.queries if q.output]
-    return best_constant(spec.kind, answers, golds, spec.labels)
+    constant = best_constant(spec.kind, answers, golds, spec.labels)
+    if constant is None:
+        return None
+    per_query = query_scores(spec.kind, [constant.answer] * len(golds), golds, spec.labels)
+    return replace(constant, query_scores=tuple(per_query))
 
 
 def _meta(settings: EvalSettings, env: EvalEnv, selection: UserSelection,

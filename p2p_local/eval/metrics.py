@@ -256,11 +256,13 @@ def _canon(value: str) -> str:
 
 @dataclass(frozen=True)
 class Constant:
-    """The best constant answer: the most common training answer and its scores."""
+    """The best constant answer: the most common training answer and its scores
+    (``query_scores``: each query's main-metric score, when the harness recorded them)."""
 
     answer: str
     counts: dict[str, int]
     scores: Scores
+    query_scores: tuple[float, ...] = ()
 
 
 def best_constant(

@@ -2,7 +2,8 @@
 
 Owns :func:`markdown_table` (one task: a row per method with the task's metrics, the unparsable
 answers, the average per-instance inference time and the per-user preparation time; the best
-value of each metric among the methods in bold; the best constant answer as a reference row)
+value of each metric among the methods in bold; the best constant answer as a reference row;
+below it, :func:`paired_lines`: P2P minus every other method per user, with bootstrap intervals)
 and :func:`combined_table` (several tasks side by side, one column group per task, as the
 paper's tables put LaMP tasks). Reads results only; does not run anything.
 """
@@ -13,12 +14,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2p_local.eval.metrics import HIGHER_IS_BETTER, METRICS
+from p2p_local.eval.paired import MAIN_METRIC, paired_over_runs
 
 if TYPE_CHECKING:
     from p2p_local.eval.harness import EvalReport
 
 LABELS = {"mae": "MAE", "rmse": "RMSE", "accuracy": "Acc", "f1": "F1",
           "rouge1": "ROUGE-1", "rougeL": "ROUGE-L"}
+# the method the per-user comparisons start from: the first of these the report has
+PAIRED_REFERENCES = ("p2p", "p2p-per-query")
 
 
 def _arrow(metric: str) -> str:
@@ -81,7 +85,51 @@ def markdown_table(report: EvalReport) -> str:
     notes.append("s / query: average per-instance inference time (profile / retrieval / adapter "
                  "work for the query + generation); setup s / user: per-user preparation "
                  "(P2P adapter generation, OPPU training).")
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(lines + notes + paired_lines(report)) + "\n"
+
+
+def paired_lines(report: EvalReport, *, resamples: int = 10000, seed: int = 0) -> list[str]:
+    """Is a difference real? P2P (or the per-query adapter) minus every other method and the
+    best constant, each user scored alone with the task's main metric: the mean difference
+    over users, its 95% bootstrap interval (bold where it clears zero) and how many users come
+    out ahead. Empty without per-query scores, a P2P method or two users."""
+    reference = next((m for m in PAIRED_REFERENCES if m in report.results), None)
+    if reference is None or len({u for u, _ in report.queries}) < 2:
+        return []
+    runs = {name: r.query_scores for name, r in report.results.items()}
+    if report.best_constant is not None:
+        runs["best constant"] = report.best_constant.query_scores
+    runs = {n: v for n, v in runs.items() if len(v) == len(report.queries)}
+    if reference not in runs or len(runs) < 2:
+        return []
+
+    def answers(values: tuple[float, ...]) -> dict[str, dict[str, Any]]:
+        return {q: {"query_id": q, "user_id": u, "score": v}
+                for (u, q), v in zip(report.queries, values, strict=True)}
+
+    metric, higher = MAIN_METRIC[report.kind]
+    mine = answers(runs[reference])
+    lines = [
+        "",
+        f"Per user, {reference} minus each method ({LABELS.get(metric, metric)} of each user's "
+        f"queries; {'positive' if higher else 'negative'} favours {reference}; 95% bootstrap "
+        "interval over users, bold where it clears zero):",
+        "",
+        f"| {reference} minus | difference | 95% interval | users ahead / behind / level |",
+        "|---|---:|---|---|",
+    ]
+    for name, values in runs.items():
+        if name == reference:
+            continue
+        r = paired_over_runs(report.kind, [mine], [answers(values)], resamples=resamples,
+                             seed=seed)
+        low, high = r.ci95
+        interval = f"[{low:+.3f}, {high:+.3f}]"
+        if low > 0 or high < 0:
+            interval = f"**{interval}**"
+        lines.append(f"| {name} | {r.mean_difference:+.3f} | {interval} | "
+                     f"{r.users_a_better} / {r.users_a_worse} / {r.users_equal} |")
+    return lines
 
 
 def combined_table(reports: Sequence[EvalReport]) -> str:

@@ -113,10 +113,19 @@ def test_report_files_and_json_shape(run) -> None:
     assert set(per_query["scores"]) == set(METHODS)
     for name, values in per_query["scores"].items():
         assert sum(values) / len(values) == pytest.approx(data["results"][name]["mae"], abs=1e-6)
+    constant = per_query["best_constant"]
+    assert sum(constant) / len(constant) == pytest.approx(data["best_constant"]["mae"], abs=1e-6)
     table = (out / "results.md").read_text()
     for name in METHODS:
         assert f"| {name} |" in table
     assert "MAE ↓" in table and 'best constant ("5")' in table
+    # and below it, p2p minus every other method and the constant, per user
+    assert "Per user, p2p minus each method" in table
+    rows = table.splitlines()
+    for name in METHODS:
+        if name != "p2p":  # a row in the table, and one in the comparisons below
+            assert sum(line.startswith(f"| {name} | ") for line in rows) == 2, name
+    assert sum(line.startswith("| best constant | ") for line in rows) == 1
     assert (out / "summaries.jsonl").read_text().count('"user"') == 2
 
 

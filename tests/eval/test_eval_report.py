@@ -71,3 +71,16 @@ def test_combined_table_has_a_column_group_per_task() -> None:
     p2p = next(line for line in table.splitlines() if line.startswith("| p2p |"))
     assert p2p.count(" - ") == 2  # p2p has no fortunes results: two empty ROUGE cells
     assert "movielens: 2 users / 3 queries" in table
+
+
+def test_table_adds_per_user_differences_from_the_per_query_scores() -> None:
+    # p2p errs 0, 1 | 0 and base 3, 4 | 3 on users u1 | u2: each user's MAE is 3 lower
+    table = markdown_table(_rating_report())
+    assert "Per user, p2p minus each method (MAE of each user's queries; negative favours p2p" in (
+        table)
+    base = next(line for line in table.splitlines() if line.startswith("| base | -"))
+    assert base == "| base | -3.000 | **[-3.000, -3.000]** | 2 / 0 / 0 |"
+    # without per-query scores (an older results file) the section is left out
+    data = _rating_report().to_dict()
+    del data["per_query"]
+    assert "Per user" not in markdown_table(EvalReport.from_dict(data))

@@ -59,36 +59,44 @@ def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any
 
 
 def cached_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
-    """One method's answers from this machine's evaluation cache, limited to the file's users."""
+    """One method's answers from this machine's evaluation cache, limited to the file's users;
+    refuses unless they reproduce the file's figure (the cache may hold another machine's
+    run of the same settings: adapters computed elsewhere can differ in the last bits, and
+    greedy replies with them)."""
+    from p2p_local.eval.paired import MAIN_METRIC, query_scores
     from p2p_local.paths import cache_dir
 
     folder = cache_dir() / "eval" / f"{results['task']}-{results['split']}"
     users = set(results["meta"]["user_ids"])
     answers = load_answers(folder, method, results["methods"][method]["fingerprint"])
-    return {q: r for q, r in answers.items() if r["user_id"] in users}
+    answers = {q: r for q, r in answers.items() if r["user_id"] in users}
+    metric = MAIN_METRIC[results["kind"]][0]
+    values = query_scores(results["kind"], [r["prediction"] for r in answers.values()],
+                          [str(r["gold"]) for r in answers.values()]) if answers else []
+    figure = results["results"][method]
+    if len(values) != figure["n"] or abs(sum(values) / len(values) - figure[metric]) > 1e-9:
+        raise SystemExit(f"the cached answers of {method!r} on this machine do not reproduce "
+                         f"the file's {metric} over {figure['n']} queries (another run of the "
+                         "same settings): rerun the command the file records, into another "
+                         "--out, and compare that file instead")
+    return answers
 
 
-def add_per_query(results: dict[str, Any], path: Path) -> dict[str, Any]:
+def add_per_query(results: dict[str, Any]) -> dict[str, Any]:
     """Give a results file written before results carried per-query scores its ``per_query``
     section, from this machine's cached answers; refuses unless those answers reproduce every
     method's figure in the file."""
     from p2p_local.eval.paired import MAIN_METRIC, query_scores
 
     kind, metric = results["kind"], MAIN_METRIC[results["kind"]][0]
-    answers = {m: cached_answers(results, m) for m in results["methods"]}
+    answers = {m: cached_answers(results, m) for m in results["methods"]}  # checked there
     shared = set.intersection(*(set(a) for a in answers.values()))
     first = next(iter(answers.values()))
     order = {u: i for i, u in enumerate(results["meta"]["user_ids"])}
     query_ids = sorted(shared, key=lambda q: (order[first[q]["user_id"]], q))
-    scores = {}
-    for method, a in answers.items():
-        values = query_scores(kind, [a[q]["prediction"] for q in query_ids],
+    scores = {m: query_scores(kind, [a[q]["prediction"] for q in query_ids],
                               [str(a[q]["gold"]) for q in query_ids])
-        figure = results["results"][method]
-        if len(values) != figure["n"] or abs(sum(values) / len(values) - figure[metric]) > 1e-6:
-            raise SystemExit(f"{path}: the cached answers of {method!r} do not reproduce the "
-                             f"file's {metric} over {figure['n']} queries; not changed")
-        scores[method] = values
+              for m, a in answers.items()}
     return {**results, "per_query": {"metric": metric,
                                      "user_ids": [first[q]["user_id"] for q in query_ids],
                                      "query_ids": query_ids, "scores": scores}}
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in [args.results, *args.also]:
             results = json.loads(path.read_text())
             if "per_query" not in results:
-                path.write_text(json.dumps(add_per_query(results, path), indent=2) + "\n")
+                path.write_text(json.dumps(add_per_query(results), indent=2) + "\n")
     data = json.loads(args.results.read_text())
     task, split, kind = data["task"], data["split"], data["kind"]
     runs = [data] + [_same_users(data, json.loads(path.read_text()), path) for path in args.also]

@@ -340,7 +340,8 @@ class Personalizer:
     ) -> None:
         """Choose the models and settings behind :meth:`profile` (each None keeps the default:
         the registry's ``base`` model in llama.cpp for summaries, loaded only when a summary has
-        to be written, and its ``embedding`` model)."""
+        to be written, its ``embedding`` model, and the profile settings the hypernetwork in
+        use was trained with)."""
         state = self.__dict__
         for key, value in (
             ("_summary_backend", summary_backend),
@@ -382,12 +383,17 @@ class Personalizer:
                 self.vault,
                 backend,
                 model_id=model_id,
-                settings=state.get("_profile_settings"),
+                settings=state.get("_profile_settings") or self._trained_profile_settings(),
                 summary_settings=state.get("_summary_settings"),
                 # this user's decrypted history, kept across profilers until close()
                 views=state.setdefault("_profile_views", ProfileViewCache()),
             )
         return state["_profiler"]
+
+    def _trained_profile_settings(self) -> ProfileSettings | None:
+        # Build profiles the way the hypernetwork in use was trained to read them.
+        info = self.hypernetwork_info()
+        return info.profile() if info is not None else None
 
     def _default_summary_backend(self) -> ChatBackend:
         # The engine's base model without an adapter (no second copy of the model).
@@ -418,8 +424,8 @@ class Personalizer:
         for key in ("_checkpoint", "_checkpoint_info", "_payload"):
             self.__dict__.pop(key, None)
         if not self.__dict__.get("_embedder_chosen"):  # the embedder follows the checkpoint
-            for key in ("_embedder", "_profiler"):
-                self.__dict__.pop(key, None)
+            self.__dict__.pop("_embedder", None)
+        self.__dict__.pop("_profiler", None)  # and so do the profile settings
 
     def hypernetwork_info(self) -> CheckpointInfo | None:
         """What the hypernetwork in use was made for, or None when none is installed."""

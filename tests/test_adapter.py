@@ -206,6 +206,27 @@ def test_threads_asking_at_once_build_the_adapter_once(
 
 
 @pytest.mark.real_model
+def test_profiles_follow_the_checkpoints_recorded_settings(alice, random_hypernet_dir,
+                                                           tmp_path) -> None:
+    from p2p_local.hypernet.checkpoint import load_checkpoint, save_checkpoint
+    from p2p_local.profile.builder import ProfileSettings
+
+    alice.configure_adapter(checkpoint=random_hypernet_dir)  # records no settings: defaults
+    assert "## User History:" not in alice.profile().body  # summary + statistics only
+    ck = load_checkpoint(random_hypernet_dir)
+    save_checkpoint(ck.hypernet, tmp_path / "recent", base_model=ck.info.base_model,
+                    embedding_model=ck.info.embedding_model, profile=ProfileSettings(recent=2))
+    alice.configure_adapter(checkpoint=tmp_path / "recent")
+    body = alice.profile().body
+    assert body.index("## User History Statistics:") < body.index("## User History:\n- ")
+    assert body.count("\n- ") == 2
+    built = alice.build_adapter()
+    assert built.adapter.checkpoint_id == alice.hypernetwork_info().checkpoint_id
+    alice.configure_adapter(checkpoint=random_hypernet_dir)
+    assert "## User History:" not in alice.profile().body
+
+
+@pytest.mark.real_model
 def test_checkpoint_for_another_base_refused(alice, random_hypernet_dir, tmp_path) -> None:
     from p2p_local.errors import CheckpointError
     from p2p_local.hypernet.checkpoint import load_checkpoint, save_checkpoint

@@ -305,15 +305,16 @@ class EvalEnv:
                 for h in hits]
 
     def profile(self, user: UserRecord, *, query: str | None = None, summary: bool = True,
-                statistics: bool = True, k: int | None = None) -> Profile:
-        """The user's profile as training builds it (``profile.builder.build_profile``)."""
+                statistics: bool = True, k: int | None = None, recent: int = 0) -> Profile:
+        """The user's profile as training builds it (``profile.builder.build_profile``;
+        ``recent``: most recent items a per-user profile lists, as the checkpoint records)."""
         from p2p_local.profile.builder import ProfileSettings, build_profile
 
         k = self.settings.k if k is None else k
         text = self.summary(user) if summary else None
         return build_profile(
             user.history, summary=text, query=query, task=self.spec.description,
-            settings=ProfileSettings(k=k, item_chars=self.settings.item_chars),
+            settings=ProfileSettings(k=k, item_chars=self.settings.item_chars, recent=recent),
             index=self.index(user) if query is not None and k else None,
             statistics=self.statistics(user) if statistics else False,
         )

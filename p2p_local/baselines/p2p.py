@@ -6,7 +6,8 @@ applies the resulting LoRA to the base model (on llama.cpp as an in-memory GGUF 
 hot-swapped); the prompt is the query alone, as in training. The variants differ only in the
 profile:
 
-- ``p2p``:                per-user profile (summary + statistics), one adapter per user;
+- ``p2p``:                per-user profile (summary + statistics, and the most recent items
+                          when the checkpoint was trained with them), one adapter per user;
 - ``p2p-per-query``:      per-query profile (+ the k items BM25 retrieves for the query);
 - ``p2p-shuffled``:       another evaluated user's per-user profile (a fixed derangement);
 - ``p2p-random``:         a random unit vector instead of a profile embedding (seeded per user);
@@ -51,7 +52,12 @@ class P2P(Method):
 
     # the profile text each variant embeds (None: no text, see :meth:`embedding`)
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
-        return self.env.profile(user).text
+        return self.user_profile(user)
+
+    def user_profile(self, user: UserRecord) -> str:
+        """``user``'s per-user profile, built with the checkpoint's recorded settings."""
+        recent = self.env.checkpoint().info.profile().recent
+        return self.env.profile(user, recent=recent).text
 
     def embedding(self, user: UserRecord, query: Query | None) -> np.ndarray:
         self.env.checkpoint()  # loads the embedder the checkpoint was trained with
@@ -103,7 +109,7 @@ class P2PShuffled(P2P):
         return {**super().fingerprint(), "users": sorted(u.user_id for u in self.env.users)}
 
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
-        return self.env.profile(self.env.donor(user)).text
+        return self.user_profile(self.env.donor(user))
 
 
 class P2PRandom(P2P):

@@ -7,7 +7,10 @@ and sizes. The same config also sits in the safetensors metadata, so the weights
 is a complete checkpoint too (a registry entry can be that one file). Loading checks the
 weights' sha256 and the safetensors header before allocating, and refuses a checkpoint made for
 another base or embedding model, or trained on another profile text format (checkpoints that
-predate the record are accepted). The checkpoint id is the sha256 prefix of the weights file.
+predate the record are accepted). A checkpoint also records the profile settings it was trained
+with (``profile``: items retrieved, recent items listed...), so profiles built for it match;
+one without the record uses the defaults. The checkpoint id is the sha256 prefix of the weights
+file.
 Does not own training (train/) or where checkpoints are installed (registry).
 """
 
@@ -24,7 +27,7 @@ from p2p_local.errors import CheckpointError, ConfigError
 from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
 from p2p_local.hypernet.targets import TargetSpec
 from p2p_local.hypernet.tensorfile import check_safetensors_header, read_safetensors
-from p2p_local.profile.builder import PROFILE_FORMAT
+from p2p_local.profile.builder import PROFILE_FORMAT, ProfileSettings
 
 WEIGHTS_FILE = "hypernet.safetensors"
 CONFIG_FILE = "hypernet.json"
@@ -35,14 +38,23 @@ MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What a checkpoint was made for, and its identity (sha256 prefix of its weights)."""
+    """What a checkpoint was made for, and its identity (sha256 prefix of its weights).
+
+    profile_format:   the profile text format it was trained on (None: unknown).
+    profile_settings: how its training profiles were built (None: not recorded, the defaults).
+    """
 
     base_model: str
     embedding_model: str
     embedding_dim: int
     checkpoint_id: str
     path: Path | None = None
-    profile_format: int | None = None  # the profile text format it was trained on (None: unknown)
+    profile_format: int | None = None
+    profile_settings: ProfileSettings | None = None
+
+    def profile(self) -> ProfileSettings:
+        """The profile settings to build this checkpoint's profiles with."""
+        return self.profile_settings or ProfileSettings()
 
 
 @dataclass
@@ -59,9 +71,11 @@ def save_checkpoint(
     *,
     base_model: str,
     embedding_model: str,
+    profile: ProfileSettings | None = None,
     extra: dict[str, Any] | None = None,
 ) -> CheckpointInfo:
-    """Write ``hypernet`` to ``directory`` (created); returns its :class:`CheckpointInfo`."""
+    """Write ``hypernet`` to ``directory`` (created); returns its :class:`CheckpointInfo`.
+    ``profile``: the settings its training profiles were built with (recorded when given)."""
     from safetensors.torch import save
 
     if not base_model or not embedding_model:
@@ -77,6 +91,7 @@ def save_checkpoint(
         "embedding_model": embedding_model,
         "embedding_dim": hypernet.settings.embedding_dim,
         "profile_format": PROFILE_FORMAT,
+        **({"profile": profile.to_dict()} if profile is not None else {}),
         "rank": targets.rank,
         "alpha": targets.alpha,
         "rslora": targets.rslora,
@@ -92,7 +107,7 @@ def save_checkpoint(
     _write_atomic(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return CheckpointInfo(
         base_model, embedding_model, hypernet.settings.embedding_dim, digest[:16], directory,
-        PROFILE_FORMAT,
+        PROFILE_FORMAT, profile,
     )
 
 
@@ -233,7 +248,11 @@ def _info(config: dict[str, Any], directory: Path) -> CheckpointInfo:
             path=directory,
             profile_format=(int(config["profile_format"])
                             if config.get("profile_format") is not None else None),
+            profile_settings=(ProfileSettings.from_dict(config["profile"])
+                              if isinstance(config.get("profile"), dict) else None),
         )
+    except ConfigError as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: bad profile settings: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{directory / CONFIG_FILE} lacks {exc}: the checkpoint is corrupt"

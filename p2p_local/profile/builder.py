@@ -18,8 +18,11 @@ The profile text (``Profile.body``) is::
 A section with nothing to say is left out. The per-user profile (no query) has the summary and
 the statistics; the per-query profile adds the top-k items BM25 retrieves for the query. If a
 per-user profile would be empty (no summary, no labels or scores), it shows the k most recent
-items instead, so every profile says something about the user. ``Profile.text`` is the body
-wrapped in :data:`EMBED_INSTRUCTION`, which names the task: that is what gets embedded.
+items instead, so every profile says something about the user. With ``ProfileSettings.recent``
+> 0 the per-user profile always lists that many most recent items after the statistics (a
+checkpoint records the settings it was trained with, and profiles for it are built with them).
+``Profile.text`` is the body wrapped in :data:`EMBED_INSTRUCTION`, which names the task: that
+is what gets embedded.
 """
 
 from __future__ import annotations
@@ -76,16 +79,32 @@ class ProfileSettings:
     item_chars: each retrieved item is cut to this many characters (40..4000).
     statistics: include the ``## User History Statistics`` section when the history has
                 scores or labels.
+    recent:     the per-user profile also lists this many most recent items (0..32) after
+                the summary and statistics; 0 lists k of them only when it has nothing else.
     """
 
     k: int = DEFAULT_K
     item_chars: int = 400
     statistics: bool = True
+    recent: int = 0
 
     def __post_init__(self) -> None:
         RetrievalSettings(k=self.k)
         if not isinstance(self.item_chars, int) or not 40 <= self.item_chars <= 4000:
             raise ConfigError(f"item_chars must be an integer in 40..4000, got {self.item_chars!r}")
+        if (isinstance(self.recent, bool) or not isinstance(self.recent, int)
+                or not 0 <= self.recent <= 32):
+            raise ConfigError(f"recent must be an integer in 0..32, got {self.recent!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "item_chars": self.item_chars, "statistics": self.statistics,
+                "recent": self.recent}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileSettings:
+        """Read back :meth:`to_dict` (missing keys keep their defaults)."""
+        known = {k: data[k] for k in ("k", "item_chars", "statistics", "recent") if k in data}
+        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -219,9 +238,13 @@ def build_profile(
             raise ConfigError(f"index has {len(index)} items but the history has {len(items)}")
         retrieved = index.search(query, settings.k)
     lines = [_cut(render_item(plain[r.position]), settings.item_chars) for r in retrieved]
-    if query is None and not (summary and summary.strip()) and stats is None and settings.k > 0:
+    n_recent = settings.recent
+    if (query is None and not n_recent and not (summary and summary.strip()) and stats is None
+            and settings.k > 0):
+        n_recent = settings.k  # nothing else to say: the k most recent items
+    if query is None and n_recent:
         ids = item_ids(items)
-        newest = recency_order(plain)[::-1][: settings.k]
+        newest = recency_order(plain)[::-1][:n_recent]
         lines = [_cut(render_item(plain[p]), settings.item_chars) for p in newest]
         retrieved = [Retrieved(id=ids[p], text=plain[p].text, score=0.0, position=p)
                      for p in newest]

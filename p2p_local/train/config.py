@@ -327,6 +327,8 @@ class ProfileSettingsT:
                      "both": each example draws one of the two at random (the model then
                      serves both kinds of adapter).
     k:               items retrieved for a per-query profile.
+    recent:          the per-user profile also lists this many most recent items (0..32;
+                     0: only the summary and statistics, or k items when there are neither).
     summary_users_per_task: users per task whose profile gets an LLM-written summary (the
                      first N of the training users in a seeded order; ~5 s a user on 2 CPU
                      cores); the others get statistics + retrieval only. 0 = no summaries.
@@ -336,6 +338,7 @@ class ProfileSettingsT:
 
     mode: str = "both"
     k: int = 2
+    recent: int = 0
     summary_users_per_task: int = 0
     summary_max_history_tokens: int = 768
 
@@ -344,6 +347,7 @@ class ProfileSettingsT:
         if self.mode not in PROFILE_MODES:
             raise _fail(s, "mode", self.mode, f"must be one of {', '.join(PROFILE_MODES)}")
         _int(s, "k", self.k, 0, 32)
+        _int(s, "recent", self.recent, 0, 32)
         _int(s, "summary_users_per_task", self.summary_users_per_task, 0)
         _int(s, "summary_max_history_tokens", self.summary_max_history_tokens, 64, 32768)
 
@@ -523,6 +527,7 @@ _LATER_KEYS: dict[tuple[str, str], Any] = {
     ("optim", "contrast_margin"): 0.1,
     ("optim", "anchor_tasks"): [],
     ("optim", "anchor_weight"): 0.0,
+    ("profile", "recent"): 0,
 }
 
 

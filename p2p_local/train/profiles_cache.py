@@ -239,7 +239,7 @@ def prepare(config: TrainConfig, *, log: Log | None = None, force: bool = False)
     emb_cache = EmbeddingCache(embedder)
     summarizer = _LazySummarizer(config.model.summarizer) if p.summary_users_per_task else None
     summary_settings = SummarySettings(max_history_tokens=p.summary_max_history_tokens)
-    profile_settings = ProfileSettings(k=p.k)
+    profile_settings = ProfileSettings(k=p.k, recent=p.recent)
 
     texts: list[str] = []
     text_row: dict[str, int] = {}
@@ -259,8 +259,10 @@ def prepare(config: TrainConfig, *, log: Log | None = None, force: bool = False)
         spec = dataset.spec
 
         def embed_users(users: list[Any], spec: Any = spec) -> np.ndarray:
+            # the OOD split clusters the profiles without recent items: it stays the same
+            # whatever a recipe lists
             bodies = [build_profile(u.history, task=spec.description,
-                                    settings=profile_settings).text for u in users]
+                                    settings=ProfileSettings(k=p.k)).text for u in users]
             return emb_cache.embed(bodies, say)
 
         split = _split(config, dataset, embed_users)
@@ -333,6 +335,7 @@ def prepare(config: TrainConfig, *, log: Log | None = None, force: bool = False)
         "split": {"kind": d.split, "seed": d.split_seed},
         "profile": {"mode": p.mode, "k": p.k,
                     "summary_users_per_task": p.summary_users_per_task},
+        "profile_settings": profile_settings.to_dict(),  # the checkpoint records them
         "tasks": tasks_meta,
         "profile_texts": len(texts),
     }

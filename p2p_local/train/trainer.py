@@ -939,7 +939,9 @@ class Trainer:
             save_peft(adapter, target, base_model_name_or_path=self.base.model_id)
             return target
         from p2p_local.hypernet.checkpoint import save_checkpoint
+        from p2p_local.profile.builder import ProfileSettings
 
+        recorded = self.data.meta.get("profile_settings")  # absent: data prepared before
         summary = {k: meta[k] for k in ("mode", "steps", "completed", "global_batch",
                                         "final_train_loss", "final_val_ce", "wall_seconds")}
         save_checkpoint(
@@ -947,6 +949,7 @@ class Trainer:
             target,
             base_model=self.base.model_id,
             embedding_model=str(self.data.meta.get("embedding_model", "")) or "unknown",
+            profile=ProfileSettings.from_dict(recorded) if isinstance(recorded, dict) else None,
             extra={"training": summary},
         )
         return target

@@ -179,3 +179,24 @@ def test_p2p_ablations_use_the_intended_profiles(lamp_rating_files, random_hyper
     assert "## User History Statistics" not in texts["p2p-summary-only"]
     assert "## User Profile" not in texts["p2p-retrieval-only"]
     assert "## User History:" in texts["p2p-retrieval-only"]
+    assert "## User History:" not in texts["p2p"]
+
+
+def test_p2p_profiles_follow_the_checkpoints_recorded_settings(
+        lamp_rating_files, random_hypernet_dir, tmp_path, _llama_base_session) -> None:
+    from p2p_local.hypernet.checkpoint import load_checkpoint, save_checkpoint
+    from p2p_local.profile.builder import ProfileSettings
+
+    ck = load_checkpoint(random_hypernet_dir)
+    save_checkpoint(ck.hypernet, tmp_path / "recent", base_model=ck.info.base_model,
+                    embedding_model=ck.info.embedding_model, profile=ProfileSettings(recent=2))
+    settings = MethodSettings(checkpoint=str(tmp_path / "recent"), **SMALL)
+    ds = load_data(EvalSettings(data=str(lamp_rating_files)))
+    env = EvalEnv(_llama_base_session, ds.spec, ds.users, settings)
+    u1, u2 = ds.users
+    own = create("p2p", env).profile_text(u1, None)
+    assert own is not None and own.count("\n- ") == 2  # statistics, then the 2 newest items
+    assert create("p2p-shuffled", env).profile_text(u1, None) == (
+        create("p2p", env).profile_text(u2, None))
+    # the summary-only ablation stays the summary alone
+    assert "## User History:" not in create("p2p-summary-only", env).profile_text(u1, None)

@@ -103,6 +103,29 @@ def test_profile_format_recorded_and_a_different_one_refused(
     assert load_checkpoint(path).info.profile_format is None
 
 
+def test_profile_settings_recorded_and_read_back(
+    saved: tuple[HyperNetwork, Path], tmp_path: Path
+) -> None:
+    from p2p_local.profile.builder import ProfileSettings
+
+    net, path = saved
+    # not recorded (e.g. a checkpoint from before the record): profiles use the defaults
+    assert read_checkpoint_info(path).profile_settings is None
+    assert read_checkpoint_info(path).profile() == ProfileSettings()
+    settings = ProfileSettings(k=3, recent=8)
+    save_checkpoint(net, tmp_path / "recent", base_model="base-a", embedding_model="emb-a",
+                    profile=settings)
+    for where in (tmp_path / "recent", tmp_path / "recent" / WEIGHTS_FILE):
+        assert read_checkpoint_info(where).profile() == settings
+    assert load_checkpoint(tmp_path / "recent").info.profile_settings == settings
+    config = json.loads((tmp_path / "recent" / CONFIG_FILE).read_text())
+    assert config["profile"] == {"k": 3, "item_chars": 400, "statistics": True, "recent": 8}
+    config["profile"]["recent"] = 99
+    (tmp_path / "recent" / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="bad profile settings: recent"):
+        read_checkpoint_info(tmp_path / "recent")
+
+
 def test_modified_weights_refused(saved: tuple[HyperNetwork, Path]) -> None:
     _, path = saved
     data = bytearray((path / WEIGHTS_FILE).read_bytes())

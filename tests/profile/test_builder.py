@@ -64,6 +64,29 @@ def test_profile_without_summary_or_statistics_shows_recent_items() -> None:
     assert prof.body.startswith("## User History:\n- Sent the first fifty pages")
 
 
+def test_recent_items_follow_summary_and_statistics_in_a_per_user_profile() -> None:
+    items = _items("reviews.jsonl")
+    prof = build_profile(items, summary=SUMMARY, settings=ProfileSettings(recent=3))
+    body = prof.body
+    assert body.index("## User Profile:") < body.index("## User History Statistics:") < (
+        body.index("## User History:\n- "))
+    newest_first = list(range(len(items)))[::-1][:3]
+    assert [r.position for r in prof.retrieved] == newest_first
+    assert body.count("\n- ") == 3
+    # a per-query profile still lists what BM25 retrieves, k of them
+    per_query = build_profile(items, query="skillet", settings=ProfileSettings(recent=3))
+    assert len(per_query.retrieved) == 2 and per_query.retrieved[0].score > 0
+    # 0 keeps the per-user profile as before: summary and statistics only
+    assert build_profile(items, summary=SUMMARY, settings=ProfileSettings(recent=0)).body == (
+        build_profile(items, summary=SUMMARY).body)
+    for bad in (-1, 33, 2.0, True):
+        with pytest.raises(ConfigError, match="recent"):
+            ProfileSettings(recent=bad)  # type: ignore[arg-type]
+    settings = ProfileSettings(k=4, item_chars=200, statistics=False, recent=8)
+    assert ProfileSettings.from_dict(settings.to_dict()) == settings
+    assert ProfileSettings.from_dict({}) == ProfileSettings()
+
+
 def test_k_zero_and_items_are_cut() -> None:
     items = _items("reviews.jsonl")
     prof = build_profile(items, summary=SUMMARY, query="skillet", settings=ProfileSettings(k=0))

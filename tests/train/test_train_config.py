@@ -43,6 +43,7 @@ def test_paper_config_is_the_papers_recipe() -> None:
         ({"optim": {"rating_risk_weight": -0.5}}, r"\[optim\] rating_risk_weight = -0.5"),
         ({"optim": {"rating_ce_weight": -1}}, r"\[optim\] rating_ce_weight = -1"),
         ({"profile": {"mode": "all"}}, r"\[profile\] mode = 'all'"),
+        ({"profile": {"recent": 40}}, r"\[profile\] recent = 40"),
         ({"data": {"split": "time"}}, r"\[data\] split = 'time'"),
         ({"run": {"batchsize": 4}}, r"\[run\] has unknown field\(s\) batchsize"),
         ({"trainer": {}}, r"unknown section\(s\) \[trainer\]"),
@@ -80,3 +81,6 @@ def test_keys_added_later_leave_fingerprints_alone_while_off() -> None:
     assert off.fingerprint() == plain.fingerprint()
     assert on.fingerprint("optim") != plain.fingerprint("optim")
     assert on.fingerprint_sections("optim")["optim"]["rating_risk_weight"] == 0.5
+    assert TrainConfig.from_dict({"profile": {"recent": 0}}).fingerprint() == plain.fingerprint()
+    assert TrainConfig.from_dict({"profile": {"recent": 8}}).fingerprint("profile") != (
+        plain.fingerprint("profile"))

@@ -84,7 +84,9 @@ def test_one_batch_mixes_users(tmp_path, tiny_base, tiny_base_dir) -> None:
 def test_outputs_of_a_p2p_run(tmp_path, tiny_base, tiny_base_dir) -> None:
     from p2p_local.hypernet.checkpoint import load_checkpoint
 
-    trainer = _trainer(tmp_path, make_data(), tiny_base, tiny_base_dir, max_steps=4,
+    data = make_data()
+    data.meta["profile_settings"] = {"k": 2, "recent": 4}  # as prepare() records them
+    trainer = _trainer(tmp_path, data, tiny_base, tiny_base_dir, max_steps=4,
                        eval_every=2, checkpoint_every=2, log_every=2)
     result = trainer.fit()
     trainer.close()
@@ -102,6 +104,10 @@ def test_outputs_of_a_p2p_run(tmp_path, tiny_base, tiny_base_dir) -> None:
     assert meta["embedding_model"] == "random-test@000000000000"
     ckpt = load_checkpoint(result.result_path, embedding_model="random-test@000000000000")
     assert ckpt.info.base_model == trainer.base.model_id
+    # the profile settings the data was prepared with travel with the checkpoint
+    from p2p_local.profile.builder import ProfileSettings
+
+    assert ckpt.info.profile_settings == ProfileSettings(k=2, recent=4)
     assert ckpt.info.embedding_dim == 16
     trained = trainer.trainable.state_dict()
     for name, value in ckpt.hypernet.state_dict().items():

@@ -143,6 +143,9 @@ def test_prepared_folder_and_split(prepared: Prepared) -> None:
     assert meta["examples_val"] == len(p.data.split("val"))
     assert p.data.meta["profile"] == {"mode": "both", "k": K,
                                       "summary_users_per_task": SUMMARY_USERS}
+    # what the checkpoint will record, so profiles built for it match training's
+    assert p.data.meta["profile_settings"] == {"k": K, "item_chars": 400, "statistics": True,
+                                               "recent": 0}
     assert p.data.meta["summarizer"].startswith("smollm2")  # the real id, only the model stubbed
     assert p.data.embeddings.shape == (len(p.profile_texts), p.data.embedding_dim)
 

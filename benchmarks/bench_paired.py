@@ -50,19 +50,20 @@ def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[
 def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
     """One method's answers in a quality results file, limited to the file's users: the
     per-query scores it carries, else the cached answers on this machine."""
+    from p2p_local.eval.paired import scored_answers
+
     per_query = results.get("per_query") or {}
     if method in per_query.get("scores", {}):
-        rows = zip(per_query["user_ids"], per_query["query_ids"], per_query["scores"][method],
-                   strict=True)
-        return {q: {"query_id": q, "user_id": u, "score": v} for u, q, v in rows}
+        queries = zip(per_query["user_ids"], per_query["query_ids"], strict=True)
+        return scored_answers(queries, per_query["scores"][method])
     return cached_answers(results, method)
 
 
 def cached_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
-    """One method's answers from this machine's evaluation cache, limited to the file's users;
-    refuses unless they reproduce the file's figure (the cache may hold another machine's
-    run of the same settings: adapters computed elsewhere can differ in the last bits, and
-    greedy replies with them)."""
+    """One method's answers from this machine's evaluation cache, limited to the file's users,
+    each with its main-metric ``score``; refuses unless they reproduce the file's figure (the
+    cache may hold another machine's run of the same settings: adapters computed elsewhere can
+    differ in the last bits, and greedy replies with them)."""
     from p2p_local.eval.paired import MAIN_METRIC, query_scores
     from p2p_local.paths import cache_dir
 
@@ -79,24 +80,22 @@ def cached_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, 
                          f"the file's {metric} over {figure['n']} queries (another run of the "
                          "same settings): rerun the command the file records, into another "
                          "--out, and compare that file instead")
-    return answers
+    return {q: {**r, "score": v} for (q, r), v in zip(answers.items(), values, strict=True)}
 
 
 def add_per_query(results: dict[str, Any]) -> dict[str, Any]:
     """Give a results file written before results carried per-query scores its ``per_query``
     section, from this machine's cached answers; refuses unless those answers reproduce every
     method's figure in the file."""
-    from p2p_local.eval.paired import MAIN_METRIC, query_scores
+    from p2p_local.eval.paired import MAIN_METRIC
 
-    kind, metric = results["kind"], MAIN_METRIC[results["kind"]][0]
-    answers = {m: cached_answers(results, m) for m in results["methods"]}  # checked there
+    metric = MAIN_METRIC[results["kind"]][0]
+    answers = {m: cached_answers(results, m) for m in results["methods"]}  # checked, scored
     shared = set.intersection(*(set(a) for a in answers.values()))
     first = next(iter(answers.values()))
     order = {u: i for i, u in enumerate(results["meta"]["user_ids"])}
     query_ids = sorted(shared, key=lambda q: (order[first[q]["user_id"]], q))
-    scores = {m: query_scores(kind, [a[q]["prediction"] for q in query_ids],
-                              [str(a[q]["gold"]) for q in query_ids])
-              for m, a in answers.items()}
+    scores = {m: [a[q]["score"] for q in query_ids] for m, a in answers.items()}
     return {**results, "per_query": {"metric": metric,
                                      "user_ids": [first[q]["user_id"] for q in query_ids],
                                      "query_ids": query_ids, "scores": scores}}

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--donors must be at least 1")
 
     from p2p_local.eval.metrics import parse_answer
-    from p2p_local.eval.paired import query_scores
+    from p2p_local.eval.paired import query_scores, scored_answers
     from p2p_local.profile.builder import build_index
 
     started = time.perf_counter()
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             preds = [parse_answer(t, spec.kind, spec.labels) for t in texts]
             values = query_scores(spec.kind, preds, [str(q.output) for _, q in rows],
                                   spec.labels)
-            return {q.id: {"query_id": q.id, "user_id": u.user_id, "score": v}
-                    for (u, q), v in zip(rows, values, strict=True)}
+            return scored_answers([(u.user_id, q.id) for u, q in rows], values)
 
         own = answers({u.user_id: u for u in users})
         rng = np.random.default_rng(args.seed)

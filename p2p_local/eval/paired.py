@@ -12,7 +12,7 @@ themselves (metrics.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -58,6 +58,14 @@ def query_scores(kind: str, predictions: Sequence[str | None], golds: Sequence[s
         raise EvaluationError(f"task kind must be one of {', '.join(MAIN_METRIC)}, got {kind!r}")
     return [_main_metric(kind, [p], [g], labels)
             for p, g in zip(predictions, golds, strict=True)]
+
+
+def scored_answers(queries: Iterable[tuple[str, str]], scores: Iterable[float]
+                   ) -> dict[str, Answer]:
+    """Answers given as scores alone, keyed by query id, from (user id, query id) pairs and
+    their scores in the same order."""
+    return {q: {"query_id": q, "user_id": u, "score": float(v)}
+            for (u, q), v in zip(queries, scores, strict=True)}
 
 
 def _main_metric(kind: str, predictions: Sequence[str | None], golds: Sequence[str],

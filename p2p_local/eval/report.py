@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2p_local.eval.metrics import HIGHER_IS_BETTER, METRICS
-from p2p_local.eval.paired import MAIN_METRIC, paired_over_runs
+from p2p_local.eval.paired import MAIN_METRIC, paired_over_runs, scored_answers
 
 if TYPE_CHECKING:
     from p2p_local.eval.harness import EvalReport
@@ -103,12 +103,8 @@ def paired_lines(report: EvalReport, *, resamples: int = 10000, seed: int = 0) -
     if reference not in runs or len(runs) < 2:
         return []
 
-    def answers(values: tuple[float, ...]) -> dict[str, dict[str, Any]]:
-        return {q: {"query_id": q, "user_id": u, "score": v}
-                for (u, q), v in zip(report.queries, values, strict=True)}
-
     metric, higher = MAIN_METRIC[report.kind]
-    mine = answers(runs[reference])
+    mine = scored_answers(report.queries, runs[reference])
     lines = [
         "",
         f"Per user, {reference} minus each method ({LABELS.get(metric, metric)} of each user's "
@@ -121,8 +117,8 @@ def paired_lines(report: EvalReport, *, resamples: int = 10000, seed: int = 0) -
     for name, values in runs.items():
         if name == reference:
             continue
-        r = paired_over_runs(report.kind, [mine], [answers(values)], resamples=resamples,
-                             seed=seed)
+        r = paired_over_runs(report.kind, [mine], [scored_answers(report.queries, values)],
+                             resamples=resamples, seed=seed)
         low, high = r.ci95
         interval = f"[{low:+.3f}, {high:+.3f}]"
         if low > 0 or high < 0:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("movielens", "shakespeare", "office", "fortunes")
-DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,p2p-random,"
-                   "p2p-summary-only,p2p-retrieval-only")
+DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,"
+                   "p2p-per-query-shuffled,p2p-random,p2p-summary-only,"
+                   "p2p-retrieval-only")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,9 @@ from rich.markup import escape
 
 from .common import JsonOpt, console, err_console
 
-DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,p2p-random,"
-                   "p2p-summary-only,p2p-retrieval-only")
+DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,"
+                   "p2p-per-query-shuffled,p2p-random,p2p-summary-only,"
+                   "p2p-retrieval-only")
 
 
 def evaluate(
@@ -35,9 +36,10 @@ def evaluate(
         "splits/<task>.json).", dir_okay=False)] = None,
     methods: Annotated[str | None, typer.Option(
         "--methods", "-m", help="Comma-separated methods, or 'all': base, rag, pag, "
-        "full-history, mt-lora, oppu, p2p, p2p-per-query, p2p-shuffled, p2p-random, "
-        "p2p-summary-only, p2p-retrieval-only. Default: all but oppu (it trains a LoRA per "
-        "user); mt-lora is included when an MT-LoRA is given or installed.")] = None,
+        "full-history, mt-lora, oppu, p2p, p2p-per-query, p2p-shuffled, "
+        "p2p-per-query-shuffled, p2p-random, p2p-summary-only, p2p-retrieval-only. "
+        "Default: all but oppu (it trains a LoRA per user); mt-lora is included when an "
+        "MT-LoRA is given or installed.")] = None,
     users: Annotated[int | None, typer.Option(
         "--users", "-n", min=1, help="Evaluate at most N held-out users (a seeded sample).")
     ] = None,

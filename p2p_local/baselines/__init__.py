@@ -23,6 +23,7 @@ from p2p_local.baselines.oppu import OPPU
 from p2p_local.baselines.p2p import (
     P2P,
     P2PPerQuery,
+    P2PPerQueryShuffled,
     P2PRandom,
     P2PRetrievalOnly,
     P2PShuffled,
@@ -35,11 +36,11 @@ from p2p_local.errors import ConfigError
 METHODS: dict[str, type[Method]] = {
     cls.spec.name: cls
     for cls in (Base, RAG, PAG, FullHistory, MTLoRA, OPPU, P2P, P2PPerQuery, P2PShuffled,
-                P2PRandom, P2PSummaryOnly, P2PRetrievalOnly)
+                P2PPerQueryShuffled, P2PRandom, P2PSummaryOnly, P2PRetrievalOnly)
 }
 PROMPT_METHODS = ("base", "rag", "pag", "full-history")
-P2P_METHODS = ("p2p", "p2p-per-query", "p2p-shuffled", "p2p-random", "p2p-summary-only",
-               "p2p-retrieval-only")
+P2P_METHODS = ("p2p", "p2p-per-query", "p2p-shuffled", "p2p-per-query-shuffled", "p2p-random",
+               "p2p-summary-only", "p2p-retrieval-only")
 
 __all__ = [
     "METHODS",

@@ -10,6 +10,10 @@ profile:
                           when the checkpoint was trained with them), one adapter per user;
 - ``p2p-per-query``:      per-query profile (+ the k items BM25 retrieves for the query);
 - ``p2p-shuffled``:       another evaluated user's per-user profile (a fixed derangement);
+- ``p2p-per-query-shuffled``: that same other user's per-query profile (their summary,
+                          statistics and the items BM25 retrieves from *their* history for this
+                          query): tells whether ``p2p-per-query`` gains from the user's own items
+                          or from any items about the query;
 - ``p2p-random``:         a random unit vector instead of a profile embedding (seeded per user);
 - ``p2p-summary-only``:   the summary alone (no statistics, no items);
 - ``p2p-retrieval-only``: the retrieved items alone (per query; no summary, no statistics).
@@ -101,15 +105,30 @@ class P2PPerQuery(P2P):
         return self.env.profile(user, query=query.input).text
 
 
-class P2PShuffled(P2P):
-    spec = MethodSpec("p2p-shuffled", "ablation: another user's per-user profile",
-                      _NEEDS | {"summary"}, adapter="user", uses=_USES)
+class _DonorProfile(P2P):
+    """A variant that embeds another evaluated user's profile (``env.donor``)."""
 
     def fingerprint(self) -> dict[str, Any]:  # donors depend on who else is evaluated
         return {**super().fingerprint(), "users": sorted(u.user_id for u in self.env.users)}
 
+
+class P2PShuffled(_DonorProfile):
+    spec = MethodSpec("p2p-shuffled", "ablation: another user's per-user profile",
+                      _NEEDS | {"summary"}, adapter="user", uses=_USES)
+
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
         return self.user_profile(self.env.donor(user))
+
+
+class P2PPerQueryShuffled(_DonorProfile):
+    spec = MethodSpec("p2p-per-query-shuffled",
+                      "ablation: another user's per-query profile (their items for this query)",
+                      _NEEDS | {"summary"}, adapter="query", uses=_USES)
+    per_query = True
+
+    def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
+        assert query is not None
+        return self.env.profile(self.env.donor(user), query=query.input).text
 
 
 class P2PRandom(P2P):

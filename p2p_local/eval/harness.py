@@ -85,8 +85,8 @@ class EvalSettings:
     split: str | None = None
     split_file: str | None = None
     methods: tuple[str, ...] = ("base", "rag", "pag", "full-history", "p2p", "p2p-per-query",
-                                "p2p-shuffled", "p2p-random", "p2p-summary-only",
-                                "p2p-retrieval-only")
+                                "p2p-shuffled", "p2p-per-query-shuffled", "p2p-random",
+                                "p2p-summary-only", "p2p-retrieval-only")
     users: int | None = None
     queries: int = 8
     split_seed: int = 0

@@ -11,7 +11,8 @@ from p2p_local.errors import ConfigError
 from p2p_local.store.records import HistoryItem
 
 NAMES = ["base", "rag", "pag", "full-history", "mt-lora", "oppu", "p2p", "p2p-per-query",
-         "p2p-shuffled", "p2p-random", "p2p-summary-only", "p2p-retrieval-only"]
+         "p2p-shuffled", "p2p-per-query-shuffled", "p2p-random", "p2p-summary-only",
+         "p2p-retrieval-only"]
 
 
 def test_registry_has_exactly_the_documented_names_in_table_order() -> None:
@@ -45,7 +46,8 @@ def test_answers_made_from_profile_text_are_keyed_by_the_profile_format(monkeypa
     monkeypatch.setattr(common, "PROFILE_FORMAT", common.PROFILE_FORMAT + 1)
     changed = {name for name, cls in METHODS.items() if shared_key(cls) != before[name]}
     assert changed == {"rag", "pag", "full-history", "p2p", "p2p-per-query", "p2p-shuffled",
-                       "p2p-random", "p2p-summary-only", "p2p-retrieval-only"}
+                       "p2p-per-query-shuffled", "p2p-random", "p2p-summary-only",
+                       "p2p-retrieval-only"}
 
 
 def test_method_settings_validation() -> None:

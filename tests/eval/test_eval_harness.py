@@ -171,7 +171,14 @@ def test_p2p_ablations_use_the_intended_profiles(lamp_rating_files, random_hyper
     assert not torch.equal(own1, own2)
     assert torch.equal(weights("p2p-shuffled", u1), own2)
     assert not torch.equal(weights("p2p-random", u1), own1)
-    assert not torch.equal(weights("p2p-per-query", u1, u1.queries[0]), own1)
+    q = u1.queries[0]
+    assert not torch.equal(weights("p2p-per-query", u1, q), own1)
+    # the per-query ablation: the donor's items retrieved for u1's query, not u1's
+    donors_items = env.profile(u2, query=q.input).text
+    assert create("p2p-per-query-shuffled", env).profile_text(u1, q) == donors_items
+    assert donors_items != create("p2p-per-query", env).profile_text(u1, q)
+    donors_adapter = env.adapter_for(env.embedder().embed([donors_items])[0])
+    assert torch.equal(weights("p2p-per-query-shuffled", u1, q), donors_adapter.b["q_proj"])
     assert not torch.equal(weights("p2p-summary-only", u1), own1)
     texts = {name: create(name, env).profile_text(u1, u1.queries[0])
              for name in ("p2p", "p2p-summary-only", "p2p-retrieval-only")}

@@ -40,4 +40,5 @@ demo: install
 
 test: install-test
 	$(VENV)/bin/ruff check p2p_local cli tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -rs --durations=15

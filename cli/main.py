@@ -8,8 +8,8 @@ transformers, llama.cpp) are imported only inside the commands that need them, s
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import click
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
@@ -18,11 +18,14 @@ from p2p_local.errors import P2PError
 
 from .common import err_console
 
+if TYPE_CHECKING:
+    from typer._click.core import Context  # typer ships its own click
+
 
 class _ErrorMappingGroup(TyperGroup):
     """Turns a :class:`P2PError` from any command into one red line and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Context) -> object:
         try:
             return super().invoke(ctx)
         except P2PError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -159,7 +159,8 @@ def serve(
     specs = unlock_specs(unlock or [], unlock_keychain or [])
     if checkpoint is not None and not checkpoint.exists():
         raise InputError(f"--checkpoint {checkpoint} does not exist: give a checkpoint directory")
-    engine = Engine(backend, **({"n_ctx": n_ctx} if backend == "llamacpp" else {}))
+    backend_options: dict[str, Any] = {"n_ctx": n_ctx} if backend == "llamacpp" else {}
+    engine = Engine(backend, **backend_options)
     users = open_users(specs, engine, checkpoint)  # before loading anything: fail fast
     try:
         from .models import fetch_progress

@@ -243,8 +243,8 @@ def ingest(
         for name, code in report.created.items():
             _out(f"created vault [bold]{escape(name)}[/], recovery code {code}")
         if len(report.users) > 1:
-            for name, res in sorted(report.users.items()):
-                _out(f"  {escape(name)}: added {res.added}, duplicates {res.duplicates}")
+            for vault_name, res in sorted(report.users.items(), key=lambda kv: str(kv[0])):
+                _out(f"  {escape(str(vault_name))}: added {res.added}, duplicates {res.duplicates}")
         _out(
             f"{escape(str(file))} ({report.format}): added {report.added}, duplicates "
             f"{report.duplicates}, rejected {report.rejected}",

@@ -219,7 +219,7 @@ class Personalizer:
         finally:
             for vault in opened.values():
                 vault.close()
-        users = {
+        users: dict[str | None, AddResult] = {
             (self.user if k is None else lamp_user_name(self.user, k)): v
             for k, v in report.users.items()
         }

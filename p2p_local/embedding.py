@@ -136,7 +136,8 @@ class Embedder:
         if max_seq_length is not None:
             if not isinstance(max_seq_length, int) or max_seq_length < 8:
                 raise ConfigError(f"max_seq_length must be an integer >= 8, got {max_seq_length!r}")
-            limit = getattr(self._model[0].auto_model.config, "max_position_embeddings", None)
+            transformer = getattr(self._model[0], "auto_model", None)
+            limit = getattr(getattr(transformer, "config", None), "max_position_embeddings", None)
             self._model.max_seq_length = min(max_seq_length, limit or max_seq_length)
         if self._model.max_seq_length != own:  # other vectors for long texts: another id
             model_id = f"{model_id}+len{self._model.max_seq_length}"
@@ -155,7 +156,7 @@ class Embedder:
     @property
     def max_seq_length(self) -> int:
         """Tokens read per text; the rest of a longer text is ignored."""
-        return int(self._model.max_seq_length)
+        return int(self._model.max_seq_length or 0)
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the embedder's tokenizer (special tokens included)."""

@@ -203,7 +203,7 @@ class Engine:
     def base_backend(self) -> ChatBackend:
         """A view of the model that always answers without an adapter (for profile summaries):
         each call takes the lock like any reply. Closing the view leaves the model loaded."""
-        return _BaseModelView(self)  # type: ignore[return-value]
+        return _BaseModelView(self)
 
     # --- replies ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 import numpy as np
 
@@ -424,6 +424,10 @@ class EvalEnv:
         return generate(ckpt.hypernet, embedding, base_model=ckpt.info.base_model,
                         checkpoint_id=ckpt.info.checkpoint_id)
 
+    @overload
+    def mt_lora(self, *, required: Literal[True] = True) -> LoraAdapter: ...
+    @overload
+    def mt_lora(self, *, required: Literal[False]) -> LoraAdapter | None: ...
     def mt_lora(self, *, required: bool = True) -> LoraAdapter | None:
         """The MT-LoRA adapter from ``settings.mt_lora``, else the registry's default
         ``mt-lora`` entry (None when there is neither and not ``required``)."""

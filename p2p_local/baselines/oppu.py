@@ -57,8 +57,9 @@ def _generic_example(spec: TaskSpec, user: UserRecord, item: Any) -> tuple[str, 
         return RATING_PROMPT.format(low=labels[0], high=labels[-1],
                                     text=cut_text(item.text, _TEXT_CHARS)), answer
     if item.label and spec.kind == "classification":
-        labels = ", ".join(spec.labels) if spec.labels else item.label
-        return LABEL_PROMPT.format(labels=labels, text=cut_text(item.text, _TEXT_CHARS)), item.label
+        label_list = ", ".join(spec.labels) if spec.labels else item.label
+        prompt = LABEL_PROMPT.format(labels=label_list, text=cut_text(item.text, _TEXT_CHARS))
+        return prompt, item.label
     if isinstance(lamp, dict) and lamp.get("title"):
         body = lamp.get("abstract") or lamp.get("text") or lamp.get("description")
         if isinstance(body, str) and body.strip():

@@ -226,7 +226,7 @@ def score(
         pred_v = []
         for p, g in zip(predictions, gold_v, strict=True):
             if p is None:  # worst case: the rating farthest from the gold one
-                pred_v.append(max(values, key=lambda v, g=g: (abs(v - g), v)))
+                pred_v.append(max(values, key=lambda v: (abs(v - g), v)))
             else:
                 pred_v.append(_as_rating(p))
         metrics = {

@@ -124,7 +124,7 @@ def gguf_adapter_bytes(
     for tname, arr in tensors.items():
         writer.add_tensor_info(tname, arr.shape, arr.dtype, arr.nbytes)
     buf = io.BytesIO()
-    writer.fout = [buf]
+    writer.fout = [buf]  # type: ignore[list-item]  # the writer only calls write/tell on it
     writer.state = WriterState.EMPTY
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

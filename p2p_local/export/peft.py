@@ -268,10 +268,10 @@ def _targets_from_header(
     try:
         for name, layers in found.items():
             n_layers = max(n_layers, len(layers))
-            dims = set(layers.values())
-            if len(dims) != 1 or sorted(layers) != list(range(len(layers))):
+            module_dims = set(layers.values())
+            if len(module_dims) != 1 or sorted(layers) != list(range(len(layers))):
                 raise AdapterError(f"{where}: module {name!r} is not in every layer uniformly")
-            fan_in, fan_out = dims.pop()
+            fan_in, fan_out = module_dims.pop()
             modules.append(TargetModule(name, templates[name], fan_in, fan_out))
         return TargetSpec(tuple(modules), n_layers, rank, alpha, rslora, model_type="unknown")
     except ConfigError as exc:

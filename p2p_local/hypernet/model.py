@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -151,6 +151,9 @@ class _ResidualBlock(nn.Module):
 class HyperNetwork(nn.Module):
     """Profile embedding [B, D] -> :class:`LoraWeights` for every target module and layer."""
 
+    input_mean: Tensor  # buffers, present when settings.whiten_input
+    input_whitener: Tensor
+
     def __init__(self, settings: HyperNetSettings, targets: TargetSpec) -> None:
         super().__init__()
         self.settings = settings
@@ -195,6 +198,9 @@ class HyperNetwork(nn.Module):
             })
         self.reset_heads()
 
+    def _head(self, module: str) -> nn.Linear:
+        return cast(nn.Linear, self.heads[module])
+
     # --- initialisation ------------------------------------------------------------------
 
     @torch.no_grad()
@@ -202,7 +208,7 @@ class HyperNetwork(nn.Module):
         """bias-HyperInit: zero head weights; bias = A kaiming-uniform (as PEFT), B zero."""
         r = self.targets.rank
         for m in self.targets.modules:
-            head = self.heads[m.name]
+            head = self._head(m.name)
             head.weight.zero_()
             a = torch.empty(r, m.in_features)
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # PEFT's lora_A init
@@ -225,7 +231,7 @@ class HyperNetwork(nn.Module):
                 )
             self.shared_a[m.name].copy_(a[m.name])
             self.shared_b[m.name].copy_(b[m.name])
-            self.heads[m.name].bias.zero_()
+            self._head(m.name).bias.zero_()
 
     @torch.no_grad()
     def randomize_heads(
@@ -239,7 +245,7 @@ class HyperNetwork(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         r = self.targets.rank
         for m in self.targets.modules:
-            head = self.heads[m.name]
+            head = self._head(m.name)
             head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * weight_std)
             n_a = r * m.in_features
             head.bias[n_a:] = torch.randn(head.bias.shape[0] - n_a, generator=gen) * b_bias_std
@@ -309,7 +315,7 @@ class HyperNetwork(nn.Module):
         a_out: dict[str, Tensor] = {}
         b_out: dict[str, Tensor] = {}
         for i, m in enumerate(self.targets.modules):
-            flat = self.heads[m.name](x[:, i])  # [B, L, r*(in+out)]
+            flat = self._head(m.name)(x[:, i])  # [B, L, r*(in+out)]
             n_a = r * m.in_features
             a_out[m.name] = flat[..., :n_a].reshape(n_users, n_layers, r, m.in_features)
             b_out[m.name] = (

@@ -85,6 +85,10 @@ class ChatBackend(Protocol):
         """Tokens in ``text`` under this model's tokenizer."""
         ...
 
+    def close(self) -> None:
+        """Free the model's memory; the backend is unusable afterwards."""
+        ...
+
 
 ROLES = ("system", "user", "assistant")
 

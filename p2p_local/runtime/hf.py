@@ -64,7 +64,7 @@ def convert_gguf(gguf_path: Path, dest: Path | None = None) -> Path:
             "an architecture transformers supports, or a transformers model folder"
         ) from exc
     # The weights are plain fp32 now: drop the GGUF "quantizer" so the model can be saved.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)
@@ -128,7 +128,7 @@ class HFBackend:
         try:
             with _quiet_loading():
                 self.tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
-                base = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **kw)
+                base: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, **kw)
         except Exception as exc:
             raise ModelFormatError(
                 f"transformers cannot load {self.model_path} ({type(exc).__name__}: {exc})"
@@ -173,8 +173,9 @@ class HFBackend:
 
     def apply_chat_template(self, messages: list[Message]) -> str:
         check_messages(messages)
-        return self.tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+        conversation: Any = [dict(m) for m in messages]
+        return str(self.tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True))
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         return self.tokenize(self.apply_chat_template(messages), special=True)
@@ -184,7 +185,7 @@ class HFBackend:
         with self._lock, torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                       **self._gen_kwargs(settings))
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        return str(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
 
     def stream(self, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
         ids = self._prompt_tensor(messages)
@@ -336,7 +337,7 @@ class HFBackend:
                         f"({type(exc).__name__}: {_first_line(exc)})"
                     ) from exc
             try:
-                result = set_peft_model_state_dict(self._peft, state_dict)
+                result: Any = set_peft_model_state_dict(self._peft, state_dict)
             except Exception as exc:
                 self._unload()
                 raise AdapterError(

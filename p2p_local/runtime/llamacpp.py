@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,16 +61,16 @@ def read_lora_info(source: Path | bytes) -> LoraFileInfo:
 
     Raises :class:`AdapterError` if it is not, or if it is truncated.
     """
+    path = "<memory>" if isinstance(source, bytes) else str(source)
     try:
         if isinstance(source, bytes):
-            header, size, path = gguf_header_from_bytes(source), len(source), "<memory>"
+            header, size = gguf_header_from_bytes(source), len(source)
         else:
-            path = Path(source)
-            header, size = read_gguf_header(path), path.stat().st_size
+            header, size = read_gguf_header(Path(source)), Path(source).stat().st_size
     except ModelFormatError as exc:
         raise AdapterError(f"not a usable adapter: {exc}") from exc
     except OSError as exc:
-        raise AdapterError(f"cannot read adapter {source}: {exc.strerror}") from exc
+        raise AdapterError(f"cannot read adapter {path}: {exc.strerror}") from exc
     kv = header.kv
     if kv.get("general.type") != "adapter" or kv.get("adapter.type") != "lora":
         raise AdapterError(
@@ -181,7 +181,8 @@ class LlamaCppBackend:
     def apply_chat_template(self, messages: list[Message]) -> str:
         """The prompt text for ``messages``, ending with the assistant's turn opening."""
         check_messages(messages)
-        result = self._formatter(messages=[dict(m) for m in messages])
+        conversation: Any = [dict(m) for m in messages]
+        result = self._formatter(messages=conversation)
         return result.prompt
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
@@ -209,7 +210,7 @@ class LlamaCppBackend:
                 top_p=settings.top_p, seed=settings.seed, repeat_penalty=settings.repeat_penalty,
                 stream=True,
             )
-            for chunk in chunks:
+            for chunk in cast(Iterator[Any], chunks):  # stream=True: an iterator of chunks
                 text = chunk["choices"][0]["text"]
                 if text:
                     yield text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from p2p_local.errors import P2PError
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except P2PError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(result if args.prepare_only else f"result: {result.result_path}", flush=True)
+    print(result if isinstance(result, Path) else f"result: {result.result_path}", flush=True)
     return 0
 
 

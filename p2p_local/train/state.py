@@ -62,7 +62,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # a legacy tuple ("MT19937", keys, pos, ...)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),

@@ -123,13 +123,14 @@ def lm_loss(model: nn.Module, batch: Batch, label_smoothing: float,
     The LM head runs only where a label exists (the prompt's logits are never computed).
     ``row_grad`` keeps the per-row CE differentiable (the contrastive term needs it).
     """
-    decoder = model.get_decoder()
+    causal_lm: Any = model  # a transformers causal LM (typed as a plain nn.Module here)
+    decoder, lm_head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
     hidden = decoder(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
     ).last_hidden_state
     labels = batch.labels[:, 1:]
     mask = labels != IGNORE_INDEX
-    logits = model.get_output_embeddings()(hidden[:, :-1][mask]).float()
+    logits = lm_head(hidden[:, :-1][mask]).float()
     target = labels[mask]
     if target.numel() == 0:
         raise TrainingError("a batch has no target tokens: raise run.max_seq_len")
@@ -334,10 +335,11 @@ class Trainer:
         base.model.requires_grad_(False)
         if run.grad_checkpointing:
             kwargs = {"use_reentrant": False}
-            if hasattr(base.model, "activation_checkpointing_enable"):  # transformers >= 5
-                base.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            lm: Any = base.model
+            if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5
+                lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
             else:
-                base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
             base.model.train()  # transformers checkpoints only in training mode
         else:
             base.model.eval()

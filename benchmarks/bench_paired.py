@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_paired.py \\
         benchmarks/results/all_test_users/quality_movielens_random.json \\
         [--pairs p2p:p2p-shuffled,p2p:base] [--resamples 10000] [--seed 0] \\
-        [--also RUN_SEED1.json RUN_SEED2.json ...]
+        [--also RUN_SEED1.json RUN_SEED2.json ...] [--also-methods base,mt-lora]
 
 For each pair ``A:B`` it takes both methods' per-query scores from the results file (its
 ``per_query`` section; files written before it existed fall back to the machine's cached
@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", type=Path, nargs="*", default=[],
                     help="more results files of the same task, split and users (e.g. other "
                     "--seed values: other donors for p2p-shuffled); a method's runs are averaged")
+    ap.add_argument("--also-methods", default="",
+                    help="comma-separated methods to take from the --also files (e.g. base,mt-lora "
+                    "from a run of another checkpoint on the same queries); default: every method")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--add-scores", action="store_true",
                     help="first write each file's per-query scores into it from this "
@@ -147,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(json.dumps(add_per_query(results), indent=2) + "\n")
     data = json.loads(args.results.read_text())
     task, split, kind = data["task"], data["split"], data["kind"]
-    runs = [data] + [_same_users(data, json.loads(path.read_text()), path) for path in args.also]
+    also = [_same_users(data, json.loads(path.read_text()), path) for path in args.also]
+    keep = {m.strip() for m in args.also_methods.split(",") if m.strip()}
+    if keep:
+        also = [{**run, "methods": {m: e for m, e in run["methods"].items() if m in keep}}
+                for run in also]
+    runs = [data, *also]
     comparisons: dict[str, Any] = {}
     for pair in args.pairs.split(","):
         a_name, _, b_name = pair.strip().partition(":")
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         comparisons[f"{a_name} - {b_name}"] = {**result.to_dict(), "runs": [len(a_runs),
                                                                             len(b_runs)]}
     report = {"task": task, "split": split, "results_file": args.results.name,
-              "also": [str(path) for path in args.also],
+              "also": [str(path) for path in args.also], "also_methods": sorted(keep),
               "checkpoint": data["meta"].get("checkpoint", {}).get("id"),
               "resamples": args.resamples, "seed": args.seed, "comparisons": comparisons}
     out = args.out or args.results.parent / f"paired_{task}_{split}.json"

@@ -28,6 +28,12 @@ def train(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Override run.max_steps of the config.", min=1)
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="SECTION.KEY=VALUE",
+                     help="Override one key of the config (repeatable), e.g. "
+                     "--set optim.lr=2e-4 --set data.max_queries=3; the value is TOML."),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue from the newest checkpoint in the run folder."),
@@ -62,7 +68,8 @@ def train(
     from p2p_local.train.run import run_training
 
     cfg = TrainConfig.load(config).with_overrides(
-        max_steps=max_steps, out_dir=str(out) if out is not None else None
+        max_steps=max_steps, out_dir=str(out) if out is not None else None,
+        settings=settings or (),
     )
 
     def log(text: str) -> None:

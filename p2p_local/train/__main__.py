@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the training TOML file")
     parser.add_argument("--max-steps", type=int, default=None, help="override [run] max_steps")
     parser.add_argument("--out", default=None, help="override [run] out_dir")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        dest="settings", help="override one key of the config (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop (with a checkpoint) after this many steps of this call")
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = TrainConfig.load(args.config).with_overrides(
-            max_steps=args.max_steps, out_dir=args.out
+            max_steps=args.max_steps, out_dir=args.out, settings=args.settings
         )
         result = run_training(
             config,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -493,14 +494,25 @@ class TrainConfig:
         return "\n".join(lines)
 
     def with_overrides(
-        self, *, max_steps: int | None = None, out_dir: str | None = None
+        self, *, max_steps: int | None = None, out_dir: str | None = None,
+        settings: Sequence[str] = (),
     ) -> TrainConfig:
-        run = self.run
+        """This config with command-line overrides: ``settings`` are ``SECTION.KEY=VALUE``
+        items (``--set optim.lr=2e-4``; the value in TOML, a bare word taken as a string),
+        validated like the file's own keys."""
+        cfg = self
+        if settings:
+            data = self.to_dict()
+            for item in settings:
+                section, key, value = _parse_setting(item)
+                data.setdefault(section, {})[key] = value
+            cfg = TrainConfig.from_dict(data)
+        run = cfg.run
         if max_steps is not None:
             run = replace(run, max_steps=max_steps)
         if out_dir is not None:
             run = replace(run, out_dir=str(out_dir))
-        return replace(self, run=run)
+        return replace(cfg, run=run)
 
     def fingerprint_sections(self, *sections: str) -> dict[str, Any]:
         """Some sections as a dict (all when none named), without the keys of
@@ -515,6 +527,19 @@ class TrainConfig:
     def fingerprint(self, *sections: str) -> str:
         """sha256 prefix of some sections (all when none named): names a cache or a run."""
         return digest(self.fingerprint_sections(*sections))
+
+
+def _parse_setting(item: str) -> tuple[str, str, Any]:
+    """One ``--set`` item, ``SECTION.KEY=VALUE``, as (section, key, value)."""
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set optim.lr=2e-4")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word: a string
+    return section, key, value
 
 
 # Keys added after fingerprints had named runs and caches, with the value that behaves as

@@ -71,6 +71,27 @@ def test_overrides() -> None:
     assert (cfg.run.max_steps, cfg.run.out_dir) == (7, "elsewhere")
 
 
+def test_set_overrides_any_key_and_validates_it() -> None:
+    base = TrainConfig.load(CONFIGS / "cpu_office_anchor.toml")
+    cfg = base.with_overrides(settings=["optim.lr=2e-4", "run.out_dir=runs/x",
+                                        "data.tasks=['office', 'fortunes', 'movielens']",
+                                        "optim.anchor_tasks=['movielens']"],
+                              max_steps=3)
+    assert cfg.optim.lr == 2e-4 and cfg.run.out_dir == "runs/x" and cfg.run.max_steps == 3
+    assert cfg.data.tasks == ("office", "fortunes", "movielens")
+    assert cfg.optim.anchor_tasks == ("movielens",)
+    assert cfg.model == base.model  # the rest as loaded
+    assert TrainConfig.load(CONFIGS / "cpu_office_anchor.toml") == base
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        base.with_overrides(settings=["lr=2e-4"])
+    with pytest.raises(ConfigError, match="unknown field"):
+        base.with_overrides(settings=["optim.learning_rate=2e-4"])
+    with pytest.raises(ConfigError, match="lr"):
+        base.with_overrides(settings=["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="anchor_tasks"):  # checked across sections too
+        base.with_overrides(settings=["data.tasks=['office', 'fortunes']"])
+
+
 def test_keys_added_later_leave_fingerprints_alone_while_off() -> None:
     """Runs and caches named before a key existed keep their names while it is off."""
     plain = TrainConfig.from_dict({})

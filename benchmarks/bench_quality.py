@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_quality.py --task movielens --split random \\
         [--users 5] [--methods base,rag,pag,p2p,p2p-shuffled] [--checkpoint DIR] \\
-        [--mt-lora DIR] [--queries 8] [--max-tokens N] [--repeat-penalty 1.1] [--threads N]
+        [--mt-lora DIR] [--queries 8] [--max-tokens N] [--repeat-penalty 1.1] [--threads N] \\
+        [--held-out val] [--adapter-scale 0.5]
 
 ``--task all`` runs the four built-in tasks one after the other and also writes a combined
 table (``quality_<split>.md``). Each (task, split) writes
@@ -12,7 +13,8 @@ per-instance times, the best constant answer, settings and the hypernetwork chec
 ``<cache>/eval/<task>-<split>/``, so an interrupted or extended run (more users, more
 methods) only computes what is missing. The default hypernetwork and MT-LoRA are the installed
 ones; the held-out users are the test users of the split training used (same seed and queries
-per user).
+per user), or with ``--held-out val`` its validation users (files and cache get a ``-val``
+suffix), where settings such as ``--adapter-scale`` are chosen.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--repeat-penalty", type=float, default=1.0,
                     help="repetition penalty of the greedy decoding, for every method (1 = off)")
+    ap.add_argument("--adapter-scale", type=float, default=1.0,
+                    help="multiply every P2P adapter's update by this (choose it on --held-out "
+                    "val)")
+    ap.add_argument("--held-out", default="test", choices=("test", "val"),
+                    help="the split's test users (default) or its validation users")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--oppu-max-steps", type=int, default=64)
     ap.add_argument("--no-summaries", action="store_true")
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.splits_dir is not None:
             split_file = str(args.splits_dir / f"{task}.json")
         settings = EvalSettings(
-            data=task, split=args.split, split_file=split_file,
+            data=task, split=args.split, split_file=split_file, held_out=args.held_out,
             methods=tuple(parse_methods(methods)),
             users=args.users, queries=args.queries, split_seed=args.split_seed,
             backend=args.backend, threads=args.threads,
@@ -90,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                                   checkpoint=args.checkpoint, mt_lora=args.mt_lora,
                                   oppu_max_steps=args.oppu_max_steps,
                                   summaries=not args.no_summaries,
-                                  repeat_penalty=args.repeat_penalty, seed=args.seed),
+                                  repeat_penalty=args.repeat_penalty, seed=args.seed,
+                                  adapter_scale=args.adapter_scale),
         )
-        work = cache_dir() / "eval" / f"{task}-{args.split}"
+        val = "-val" if args.held_out == "val" else ""
+        work = cache_dir() / "eval" / f"{task}-{args.split}{val}"
         report = run_evaluation(settings, out_dir=work,
                                 log=lambda text: err.print(text, highlight=False))
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"quality_{task}_{args.split}"
+        stem = f"quality_{task}_{args.split}{val}"
         data = json.loads((work / "results.json").read_text())
         data["command"] = "python benchmarks/bench_quality.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
     if len(reports) > 1:
         table = combined_table(reports)
-        (args.out / f"quality_{args.split}.md").write_text(table)
+        (args.out / f"quality_{args.split}{val}.md").write_text(table)
         print(table)
     return 0
 

@@ -34,6 +34,10 @@ def evaluate(
     split_file: Annotated[Path | None, typer.Option(
         "--split-file", help="Use a saved split (JSON, e.g. the training data folder's "
         "splits/<task>.json).", dir_okay=False)] = None,
+    held_out: Annotated[str, typer.Option(
+        "--held-out", help="test (default): the split's test users; val: its validation "
+        "users, to choose settings such as --adapter-scale without looking at the test users.")
+    ] = "test",
     methods: Annotated[str | None, typer.Option(
         "--methods", "-m", help="Comma-separated methods, or 'all': base, rag, pag, "
         "full-history, mt-lora, oppu, p2p, p2p-per-query, p2p-shuffled, "
@@ -61,6 +65,9 @@ def evaluate(
         "--repeat-penalty", min=1.0, max=2.0, help="Repetition penalty of the greedy decoding, "
         "the same for every method (1 = off, the default; 1.1 stops small models looping).")
     ] = 1.0,
+    adapter_scale: Annotated[float, typer.Option(
+        "--adapter-scale", min=0.0, max=4.0, help="Multiply every P2P adapter's update by this "
+        "(1 = as generated, the default). Choose it with --held-out val.")] = 1.0,
     queries: Annotated[int, typer.Option(
         "--queries", min=1, help="Held-out queries per test user of a built-in task (at most "
         "N of their items, most recent first where items have a time; the history is the rest, "
@@ -105,6 +112,7 @@ def evaluate(
         outputs=str(outputs) if outputs else None,
         split=split,
         split_file=str(split_file) if split_file else None,
+        held_out=held_out,
         methods=tuple(parse_methods(chosen)),
         users=users,
         queries=queries,
@@ -115,7 +123,7 @@ def evaluate(
             k=k, n_ctx=n_ctx, max_tokens=max_tokens, summaries=summaries,
             checkpoint=str(checkpoint) if checkpoint else None,
             mt_lora=str(mt_lora) if mt_lora else None, oppu_max_steps=oppu_steps, seed=seed,
-            repeat_penalty=repeat_penalty,
+            repeat_penalty=repeat_penalty, adapter_scale=adapter_scale,
         ),
     )
     if out is None:

@@ -63,6 +63,17 @@ class LoraAdapter:
             self.scale,
         )
 
+    def scaled(self, factor: float) -> LoraAdapter:
+        """The same adapter with every update ``B A`` multiplied by ``factor`` (B is scaled,
+        so the exported files and the rsLoRA scale stay as they are)."""
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+            raise ConfigError(f"an adapter scale must be a positive number, got {factor!r}")
+        if factor == 1:
+            return self
+        return LoraAdapter(self.targets, dict(self.a),
+                           {k: v * float(factor) for k, v in self.b.items()},
+                           self.base_model, self.checkpoint_id)
+
     def delta(self, module: str, layer: int) -> Tensor:
         """The dense update ``scale * B A`` [out, in] of one projection (for checks)."""
         return self.scale * (self.b[module][layer] @ self.a[module][layer])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from p2p_local.adapter import LoraAdapter, generate, generate_batch, stack_weights
-from p2p_local.errors import AdapterError
+from p2p_local.errors import AdapterError, ConfigError
 from p2p_local.hypernet.model import HyperNetSettings, HyperNetwork
 from p2p_local.hypernet.targets import TargetModule, TargetSpec
 
@@ -293,3 +293,16 @@ def test_export_encrypted_by_default(alice, random_hypernet_dir, tmp_path) -> No
     assert _equal(import_adapter(res.path, passphrase=PASS), alice.adapter())
     res = alice.export("gguf", tmp_path / "me.gguf", plaintext=True)
     assert res.path.read_bytes().startswith(b"GGUF")
+
+
+def test_scaled_multiplies_every_update_and_leaves_the_original() -> None:
+    ad = generate(net(), torch.randn(16))
+    before = ad.b["q_proj"].clone()
+    half = ad.scaled(0.5)
+    for name, layer in (("q_proj", 0), ("v_proj", 2)):
+        torch.testing.assert_close(half.delta(name, layer), 0.5 * ad.delta(name, layer))
+    assert torch.equal(ad.b["q_proj"], before) and half.scale == ad.scale
+    assert ad.scaled(1.0) is ad
+    for bad in (0, -1.0, True, "2"):
+        with pytest.raises(ConfigError, match="adapter scale must be a positive number"):
+            ad.scaled(bad)  # type: ignore[arg-type]

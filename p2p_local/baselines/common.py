@@ -60,6 +60,9 @@ class MethodSettings:
     system:          a system message before every prompt ("" = none, as in training).
     repeat_penalty:  decoding's repetition penalty (1.0 = plain greedy, the default; see
                      ``GenerationSettings``), the same for every method.
+    adapter_scale:   every P2P method's generated update ``B A`` is multiplied by this before
+                     it is applied (1.0 = as generated; choose it on validation users,
+                     ``EvalSettings.held_out = "val"``, never on the test users).
     seed:            seeds the user order, shuffled donors and random profiles.
     """
 
@@ -81,6 +84,7 @@ class MethodSettings:
     system: str = ""
     seed: int = 0
     repeat_penalty: float = 1.0
+    adapter_scale: float = 1.0
 
     def __post_init__(self) -> None:
         ints = {
@@ -101,6 +105,10 @@ class MethodSettings:
         GenerationSettings(repeat_penalty=self.repeat_penalty)  # checks it
         if not isinstance(self.oppu_lr, (int, float)) or not 0 < self.oppu_lr < 1:
             raise ConfigError(f"oppu_lr must be in (0, 1), got {self.oppu_lr!r}")
+        if (not isinstance(self.adapter_scale, (int, float)) or isinstance(self.adapter_scale, bool)
+                or not 0 < self.adapter_scale <= 4):
+            raise ConfigError(f"adapter_scale must be in (0, 4] (1 = the adapter as generated), "
+                              f"got {self.adapter_scale!r}")
         if not isinstance(self.summaries, bool):
             raise ConfigError(f"summaries must be true or false, got {self.summaries!r}")
 

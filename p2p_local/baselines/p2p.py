@@ -2,9 +2,9 @@
 
 Owns :class:`P2P` and its variants. Every variant embeds a profile text (the training format,
 ``profile.builder.build_profile`` with the task's description), runs the hypernetwork once and
-applies the resulting LoRA to the base model (on llama.cpp as an in-memory GGUF adapter,
-hot-swapped); the prompt is the query alone, as in training. The variants differ only in the
-profile:
+applies the resulting LoRA (its update times ``MethodSettings.adapter_scale``) to the base
+model (on llama.cpp as an in-memory GGUF adapter, hot-swapped); the prompt is the query alone,
+as in training. The variants differ only in the profile:
 
 - ``p2p``:                per-user profile (summary + statistics, and the most recent items
                           when the checkpoint was trained with them), one adapter per user;
@@ -51,8 +51,11 @@ class P2P(Method):
 
     def fingerprint(self) -> dict[str, Any]:
         ckpt = self.env.checkpoint()
-        return {**super().fingerprint(), "checkpoint": ckpt.info.checkpoint_id,
+        used = {**super().fingerprint(), "checkpoint": ckpt.info.checkpoint_id,
                 "embedding": self.env.embedder().model_id}
+        if self.env.settings.adapter_scale != 1.0:  # keeps answers cached before it existed
+            used["adapter_scale"] = self.env.settings.adapter_scale
+        return used
 
     # the profile text each variant embeds (None: no text, see :meth:`embedding`)
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:
@@ -72,6 +75,7 @@ class P2P(Method):
 
     def _payload(self, user: UserRecord, query: Query | None) -> Any:
         adapter = self.env.adapter_for(self.embedding(user, query))
+        adapter = adapter.scaled(self.env.settings.adapter_scale)
         key = f"{self.name}:{user.user_id}" + (f":{query.id}" if query is not None else "")
         return self.env.payload(adapter, key)
 

@@ -67,6 +67,9 @@ class EvalSettings:
                  files, whose users are held out already). None = random for built-in tasks.
     split_file:  a saved split (``Split.to_dict()`` JSON, e.g. the training data folder's
                  ``splits/<task>.json``) instead of computing one.
+    held_out:    "test" (default): the split's test users; "val": its validation users, for
+                 choosing settings (e.g. ``method.adapter_scale``) without looking at the test
+                 users. On the OOD split the validation users are not out of distribution.
     methods:     method names (``p2p_local.baselines.METHODS``).
     users:       evaluate at most this many held-out users (a seeded sample); None = all.
     queries:     held-out queries per user of a built-in task (at most N of the user's items;
@@ -84,6 +87,7 @@ class EvalSettings:
     outputs: str | None = None
     split: str | None = None
     split_file: str | None = None
+    held_out: str = "test"
     methods: tuple[str, ...] = ("base", "rag", "pag", "full-history", "p2p", "p2p-per-query",
                                 "p2p-shuffled", "p2p-per-query-shuffled", "p2p-random",
                                 "p2p-summary-only", "p2p-retrieval-only")
@@ -104,6 +108,8 @@ class EvalSettings:
         if "p2p-summary-only" in self.methods and not self.method.summaries:
             raise ConfigError("p2p-summary-only needs the LLM summaries: turn summaries on or "
                               "leave the method out")
+        if self.held_out not in ("test", "val"):
+            raise ConfigError(f"held_out must be test or val, got {self.held_out!r}")
         if self.users is not None and (not isinstance(self.users, int) or self.users < 1):
             raise ConfigError(f"users must be None or an integer >= 1, got {self.users!r}")
         if not isinstance(self.queries, int) or not 1 <= self.queries <= 1000:
@@ -188,9 +194,13 @@ def select_users(
         split = ood_split(dataset.user_ids(), embed(texts),
                           SplitSettings(seed=settings.split_seed))
     if split is None:
+        if settings.held_out != "test":
+            raise EvaluationError(f"the {kind!r} split has no validation users: use "
+                                  "--split random or ood, or a --split-file")
         test_ids, train_ids = dataset.user_ids(), []
     else:
-        test_ids, train_ids = list(split.test), list(split.train)
+        test_ids = list(split.val if settings.held_out == "val" else split.test)
+        train_ids = list(split.train)
         unknown = set(test_ids) - set(dataset.user_ids())
         if unknown:
             raise DatasetError(f"{len(unknown)} test user(s) of the split are not in the data, "

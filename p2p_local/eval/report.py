@@ -50,9 +50,11 @@ def _seconds(value: float) -> str:
 def markdown_table(report: EvalReport) -> str:
     """The table of one evaluation, with a heading that names the task, split and sizes."""
     metrics = METRICS[report.kind]
+    held_out = report.meta.get("settings", {}).get("held_out", "test")
+    who = "validation users" if held_out == "val" else "held-out users"
     lines = [
         f"### {report.task} ({report.kind}), {report.split} split: "
-        f"{report.n_users} held-out users, {report.n_queries} queries",
+        f"{report.n_users} {who}, {report.n_queries} queries",
         "",
         "| method | " + " | ".join(f"{LABELS[m]} {_arrow(m)}" for m in metrics)
         + " | unparsable | s / query | setup s / user |",
@@ -78,7 +80,9 @@ def markdown_table(report: EvalReport) -> str:
         f"{meta.get('hardware', '')}.",
     ]
     if "checkpoint" in meta:
-        notes.append(f"Hypernetwork checkpoint {meta['checkpoint']['id']}.")
+        scale = meta.get("settings", {}).get("method", {}).get("adapter_scale", 1.0)
+        scaled = f", its updates scaled by {scale:g}" if scale != 1.0 else ""
+        notes.append(f"Hypernetwork checkpoint {meta['checkpoint']['id']}{scaled}.")
     if meta.get("summary_seconds_per_user") is not None:
         notes.append(f"LLM summaries (PAG, P2P profiles): "
                      f"{meta['summary_seconds_per_user']:.1f} s per user, not in the times above.")

@@ -59,6 +59,9 @@ def test_method_settings_validation() -> None:
         MethodSettings(oppu_lr=0)
     with pytest.raises(ConfigError, match="repeat_penalty must be in 1..2"):
         MethodSettings(repeat_penalty=0.9)
+    for bad in (0, 4.5, True):
+        with pytest.raises(ConfigError, match=r"adapter_scale must be in \(0, 4\]"):
+            MethodSettings(adapter_scale=bad)
 
 
 def _user(items: list[HistoryItem]) -> UserRecord:

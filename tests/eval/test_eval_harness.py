@@ -207,3 +207,49 @@ def test_p2p_profiles_follow_the_checkpoints_recorded_settings(
         create("p2p", env).profile_text(u2, None))
     # the summary-only ablation stays the summary alone
     assert "## User History:" not in create("p2p-summary-only", env).profile_text(u1, None)
+
+
+def test_an_adapter_scale_reaches_every_p2p_adapter_and_its_cache_key(
+        run, lamp_rating_files, random_hypernet_dir, tmp_path, _llama_base_session) -> None:
+    from dataclasses import replace
+
+    settings, _out, first = run
+    ds = load_data(EvalSettings(data=str(lamp_rating_files)))
+    u1 = ds.users[0]
+    applied = {}
+    for scale in (1.0, 0.5):
+        env = EvalEnv(_llama_base_session, ds.spec, ds.users,
+                      MethodSettings(checkpoint=str(random_hypernet_dir), adapter_scale=scale,
+                                     **SMALL))
+        env.payload = lambda adapter, key: adapter  # type: ignore[method-assign]
+        for name in ("p2p", "p2p-shuffled"):
+            applied[name, scale] = create(name, env).plan(u1, u1.queries[0]).payload
+    for name in ("p2p", "p2p-shuffled"):
+        torch.testing.assert_close(applied[name, 0.5].delta("q_proj", 0),
+                                   0.5 * applied[name, 1.0].delta("q_proj", 0))
+    halved = replace(settings, methods=("base", "p2p"),
+                     method=replace(settings.method, adapter_scale=0.5))
+    report = run_evaluation(halved, out_dir=tmp_path, backend=_llama_base_session,
+                            progress=False)
+    assert report.results["p2p"].fingerprint != first.results["p2p"].fingerprint
+    assert report.results["base"].fingerprint == first.results["base"].fingerprint
+    assert "its updates scaled by 0.5." in (tmp_path / "results.md").read_text()
+
+
+def test_held_out_val_evaluates_the_splits_validation_users(lamp_rating_files,
+                                                            tmp_path) -> None:
+    from p2p_local.errors import ConfigError, EvaluationError
+    from p2p_local.eval.harness import select_users
+    from p2p_local.eval.splits import Split
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(Split("random", (), ("u2",), ("u1",), 0).to_dict()))
+    ds = load_data(EvalSettings(data=str(lamp_rating_files)))
+    picked = {held_out: [u.user_id for u in select_users(ds, EvalSettings(
+        data=str(lamp_rating_files), split_file=str(split), held_out=held_out)).eval_users]
+        for held_out in ("test", "val")}
+    assert picked == {"test": ["u1"], "val": ["u2"]}
+    with pytest.raises(EvaluationError, match="has no validation users"):
+        select_users(ds, EvalSettings(data=str(lamp_rating_files), held_out="val"))
+    with pytest.raises(ConfigError, match="held_out must be test or val"):
+        EvalSettings(data="office", held_out="train")

@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     net = ckpt.hypernet.eval()
     embeddings = np.load(args.data / "embeddings.npy")
     users = validation_users(args.data)
-    mt_lora = load_init_adapter(str(args.mt_lora)).weights()
+    mt_lora_adapter = load_init_adapter(str(args.mt_lora))
+    if mt_lora_adapter is None:
+        raise SystemExit("--mt-lora names no adapter")
+    mt_lora = mt_lora_adapter.weights()
     rng = np.random.default_rng(args.seed)
 
     def weights(rows: list[int]) -> Any:

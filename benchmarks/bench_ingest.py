@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 TARGET_ITEMS_PER_S = 20_000
@@ -39,6 +40,7 @@ def make_file(path: Path, n: int, seed: int = 0) -> int:
         for i in range(n):
             words = " ".join(rng.choice(WORDS) for _ in range(36))
             kind = i % 3
+            obj: dict[str, Any]
             if kind == 0:
                 obj = {"text": f"{i} {words}", "time": "2025-01-01T00:00:00Z"}
             elif kind == 1:

@@ -31,7 +31,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from p2p_local.eval.paired import Answer
 
 DEFAULT_PAIRS = ("p2p:p2p-shuffled,p2p:p2p-random,p2p:base,p2p:mt-lora,p2p-per-query:p2p,"
                  "p2p-per-query:base,p2p-per-query:mt-lora")
@@ -47,7 +50,7 @@ def load_answers(folder: Path, method: str, fingerprint: str) -> dict[str, dict[
     return {r["query_id"]: r for r in rows}
 
 
-def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+def run_answers(results: dict[str, Any], method: str) -> dict[str, Answer]:
     """One method's answers in a quality results file, limited to the file's users: the
     per-query scores it carries, else the cached answers on this machine."""
     from p2p_local.eval.paired import scored_answers
@@ -59,7 +62,7 @@ def run_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any
     return cached_answers(results, method)
 
 
-def cached_answers(results: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+def cached_answers(results: dict[str, Any], method: str) -> dict[str, Answer]:
     """One method's answers from this machine's evaluation cache, limited to the file's users,
     each with its main-metric ``score``; refuses unless they reproduce the file's figure (the
     cache may hold another machine's run of the same settings: adapters computed elsewhere can
@@ -101,9 +104,9 @@ def add_per_query(results: dict[str, Any]) -> dict[str, Any]:
                                      "query_ids": query_ids, "scores": scores}}
 
 
-def method_runs(runs: list[dict[str, Any]], method: str) -> list[dict[str, dict[str, Any]]]:
+def method_runs(runs: list[dict[str, Any]], method: str) -> list[dict[str, Answer]]:
     """The cached answers of every distinct run of ``method`` (one per fingerprint)."""
-    seen: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: dict[str, dict[str, Answer]] = {}
     for results in runs:
         entry = results["methods"].get(method)
         if entry is not None and entry["fingerprint"] not in seen:

@@ -27,9 +27,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench_paired import run_answers
+
+if TYPE_CHECKING:
+    from p2p_local.eval.paired import Answer
 
 
 def _load_run(folder: Path, task: str, split: str) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def _load_run(folder: Path, task: str, split: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _answers(run: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
+def _answers(run: dict[str, Any], method: str) -> dict[str, Answer]:
     if method not in run["methods"]:
         raise SystemExit(f"{run['task']}: a run has no {method!r} answers (command: "
                          f"{run.get('command', '?')})")

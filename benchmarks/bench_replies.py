@@ -23,13 +23,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_paired import cached_answers  # noqa: E402
 
+if TYPE_CHECKING:
+    from p2p_local.eval.paired import Answer
 
-def reply_shape(answers: list[dict[str, Any]]) -> dict[str, float]:
+
+def reply_shape(answers: list[Answer]) -> dict[str, float]:
     """Length, variety and ROUGE-1 precision / recall / F of one method's answers."""
     from rouge_score import rouge_scorer
 

@@ -30,14 +30,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from p2p_local.runtime.base import Message
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
 TARGET_SWAP_MS = 10.0
 TARGET_DECODE_RATIO = 0.85
 RANK = 8
-MESSAGES = [{"role": "user", "content": "Tell me about your favourite season of the year."}]
+MESSAGES: list[Message] = [
+    {"role": "user", "content": "Tell me about your favourite season of the year."}]
 
 
 def lora_gguf_bytes(seed: int, *, n_layers: int = 30, hidden: int = 576, q_out: int = 576,
@@ -88,7 +92,7 @@ def llama_run(backend, prompt: list[int], n: int) -> tuple[float, float]:
     backend.reset()
     llm = backend.llm
     t0 = time.perf_counter()
-    first = None
+    first: float | None = None
     count = 0
     for _ in llm.generate(prompt, temp=0.0, reset=True):
         count += 1
@@ -98,6 +102,8 @@ def llama_run(backend, prompt: list[int], n: int) -> tuple[float, float]:
             break
     end = time.perf_counter()
     backend.reset()
+    if first is None:
+        raise RuntimeError("llama.cpp produced no token")
     return first - t0, (count - 1) / (end - first)
 
 
@@ -259,7 +265,7 @@ def main() -> None:
 
     reg = load_registry(user=False)
     base = reg.path("base")
-    out = {
+    out: dict[str, Any] = {
         "benchmark": "runtime",
         "command": "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

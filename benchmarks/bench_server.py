@@ -187,8 +187,8 @@ def main() -> int:
         "one_user": one,
         "two_users_alternating": two,
         "ratio_requests_per_s_two_vs_one": round(
-            two["requests_per_s"] / one["requests_per_s"], 3),  # type: ignore[operator]
-        "extra_p50_ms_per_swap": round(two["p50_ms"] - one["p50_ms"], 1),  # type: ignore[operator]
+            two["requests_per_s"] / one["requests_per_s"], 3),
+        "extra_p50_ms_per_swap": round(two["p50_ms"] - one["p50_ms"], 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -67,10 +67,12 @@ def cached_answers(results: dict[str, Any], method: str) -> dict[str, Answer]:
     each with its main-metric ``score``; refuses unless they reproduce the file's figure (the
     cache may hold another machine's run of the same settings: adapters computed elsewhere can
     differ in the last bits, and greedy replies with them)."""
-    from p2p_local.eval.paired import MAIN_METRIC, query_scores
-    from p2p_local.paths import cache_dir
+    from bench_quality import work_dir
 
-    folder = cache_dir() / "eval" / f"{results['task']}-{results['split']}"
+    from p2p_local.eval.paired import MAIN_METRIC, query_scores
+
+    held_out = results["meta"].get("settings", {}).get("held_out", "test")
+    folder = work_dir(results["task"], results["split"], held_out)
     users = set(results["meta"]["user_ids"])
     answers = load_answers(folder, method, results["methods"][method]["fingerprint"])
     answers = {q: r for q, r in answers.items() if r["user_id"] in users}

@@ -32,6 +32,13 @@ DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,"
                    "p2p-retrieval-only")
 
 
+def work_dir(task: str, split: str, held_out: str = "test") -> Path:
+    """Where one (task, split) evaluation caches its answers; validation users have their own."""
+    from p2p_local.paths import cache_dir
+
+    return cache_dir() / "eval" / (f"{task}-{split}" + ("-val" if held_out == "val" else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     from p2p_local.eval.harness import EvalSettings  # its default queries per user: training's
 
@@ -74,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     from p2p_local.baselines import MethodSettings, parse_methods
     from p2p_local.eval.harness import run_evaluation
     from p2p_local.eval.report import combined_table
-    from p2p_local.paths import cache_dir
 
     err = Console(stderr=True)
     tasks = TASKS if args.task == "all" else (args.task,)
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                   adapter_scale=args.adapter_scale),
         )
         val = "-val" if args.held_out == "val" else ""
-        work = cache_dir() / "eval" / f"{task}-{args.split}{val}"
+        work = work_dir(task, args.split, args.held_out)
         report = run_evaluation(settings, out_dir=work,
                                 log=lambda text: err.print(text, highlight=False))
         args.out.mkdir(parents=True, exist_ok=True)

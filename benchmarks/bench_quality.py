@@ -32,11 +32,16 @@ DEFAULT_METHODS = ("base,rag,pag,full-history,p2p,p2p-per-query,p2p-shuffled,"
                    "p2p-retrieval-only")
 
 
+def held_out_suffix(held_out: str) -> str:
+    """What names the files and cache of a run on validation users apart ("" for test users)."""
+    return "-val" if held_out == "val" else ""
+
+
 def work_dir(task: str, split: str, held_out: str = "test") -> Path:
     """Where one (task, split) evaluation caches its answers; validation users have their own."""
     from p2p_local.paths import cache_dir
 
-    return cache_dir() / "eval" / (f"{task}-{split}" + ("-val" if held_out == "val" else ""))
+    return cache_dir() / "eval" / f"{task}-{split}{held_out_suffix(held_out)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                   repeat_penalty=args.repeat_penalty, seed=args.seed,
                                   adapter_scale=args.adapter_scale),
         )
-        val = "-val" if args.held_out == "val" else ""
+        val = held_out_suffix(args.held_out)
         work = work_dir(task, args.split, args.held_out)
         report = run_evaluation(settings, out_dir=work,
                                 log=lambda text: err.print(text, highlight=False))

@@ -178,7 +178,8 @@ class Method:
     def fingerprint(self) -> dict[str, Any]:
         """What, besides the shared settings, changes this method's answers (cache key)."""
         s = self.env.settings
-        used = {name: getattr(s, name) for name in self.spec.uses}
+        used = {name: getattr(s, name) for name in self.spec.uses
+                if _LATER_FIELDS.get(name, _UNSET) != getattr(s, name)}
         if "summary" in self.spec.needs and s.summaries:
             used["summary"] = [s.summary_tokens, s.summary_history_tokens]
         if "profile" in self.spec.needs:
@@ -187,6 +188,12 @@ class Method:
 
     def close(self) -> None:
         """Free what :meth:`setup` loaded."""
+
+
+# MethodSettings fields added after answers had been cached, with the value that behaves as
+# before they existed: left out of cache keys at that value, so those answers still match.
+_UNSET = object()
+_LATER_FIELDS: dict[str, Any] = {"adapter_scale": 1.0}
 
 
 def adapter_digest(adapter: LoraAdapter) -> str:

@@ -34,7 +34,7 @@ from p2p_local.datasets.base import Query, UserRecord
 from p2p_local.errors import EvaluationError
 
 _NEEDS = frozenset({"checkpoint", "profile"})
-_USES = ("k", "item_chars", "summaries", "seed")
+_USES = ("k", "item_chars", "summaries", "seed", "adapter_scale")
 
 
 class P2P(Method):
@@ -51,11 +51,8 @@ class P2P(Method):
 
     def fingerprint(self) -> dict[str, Any]:
         ckpt = self.env.checkpoint()
-        used = {**super().fingerprint(), "checkpoint": ckpt.info.checkpoint_id,
+        return {**super().fingerprint(), "checkpoint": ckpt.info.checkpoint_id,
                 "embedding": self.env.embedder().model_id}
-        if self.env.settings.adapter_scale != 1.0:  # keeps answers cached before it existed
-            used["adapter_scale"] = self.env.settings.adapter_scale
-        return used
 
     # the profile text each variant embeds (None: no text, see :meth:`embedding`)
     def profile_text(self, user: UserRecord, query: Query | None) -> str | None:

@@ -50,8 +50,9 @@ def _seconds(value: float) -> str:
 def markdown_table(report: EvalReport) -> str:
     """The table of one evaluation, with a heading that names the task, split and sizes."""
     metrics = METRICS[report.kind]
-    held_out = report.meta.get("settings", {}).get("held_out", "test")
-    who = "validation users" if held_out == "val" else "held-out users"
+    settings = report.meta.get("settings", {})
+    method_settings = settings.get("method", {})
+    who = "validation users" if settings.get("held_out") == "val" else "held-out users"
     lines = [
         f"### {report.task} ({report.kind}), {report.split} split: "
         f"{report.n_users} {who}, {report.n_queries} queries",
@@ -72,7 +73,7 @@ def markdown_table(report: EvalReport) -> str:
         cells = [_fmt(c.scores.metrics[m]) for m in metrics]
         lines.append(f"| best constant (\"{c.answer}\") | " + " | ".join(cells) + " | - | - | - |")
     meta = report.meta
-    penalty = meta.get("settings", {}).get("method", {}).get("repeat_penalty", 1.0)
+    penalty = method_settings.get("repeat_penalty", 1.0)
     decoding = "greedy decoding" + (f" with repeat penalty {penalty:g}" if penalty != 1.0 else "")
     notes = [
         "",
@@ -80,7 +81,7 @@ def markdown_table(report: EvalReport) -> str:
         f"{meta.get('hardware', '')}.",
     ]
     if "checkpoint" in meta:
-        scale = meta.get("settings", {}).get("method", {}).get("adapter_scale", 1.0)
+        scale = method_settings.get("adapter_scale", 1.0)
         scaled = f", its updates scaled by {scale:g}" if scale != 1.0 else ""
         notes.append(f"Hypernetwork checkpoint {meta['checkpoint']['id']}{scaled}.")
     if meta.get("summary_seconds_per_user") is not None:
